@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+ is all it needs):
+#   make demo   -- the main job
+#   make test   -- the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/skaala-auth demo
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=90
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict skaala_auth
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

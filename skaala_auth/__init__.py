@@ -1,0 +1,79 @@
+"""skaala_auth: API keys and dashboard sessions for Python web APIs.
+
+The core (this package's top level) imports no web framework; adapters are imported explicitly:
+``skaala_auth.starlette``, ``skaala_auth.fastapi``, ``skaala_auth.flask``, ``skaala_auth.wsgi``,
+``skaala_auth.django``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from .__about__ import __version__
+from .audit import AuditEvent
+from .authenticator import Authenticator, RateLimiter
+from .errors import (
+    AuthError,
+    ForbiddenError,
+    InsufficientScopeError,
+    InvalidExpiryError,
+    InvalidKeyError,
+    InvalidRequestError,
+    KeyManagementError,
+    KeyNotFoundError,
+    MembershipRevokedError,
+    MissingKeyError,
+    NotAMemberError,
+    RateLimitedError,
+    Reason,
+    ServiceUnavailableError,
+    StoreUnavailableError,
+    TeamMismatchError,
+    UnknownScopeError,
+)
+from .hashing import Hasher
+from .keys import KEY_PATTERN, display_prefix, generate_key, is_well_formed, parse_key
+from .manager import KeyManager
+from .models import ApiKey, Member, Principal, Role
+from .scopes import DEFAULT_SCOPES, ScopeRegistry
+from .stores import KeyStore, MemoryKeyStore, SQLiteKeyStore
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "AuthError",
+    "Authenticator",
+    "DEFAULT_SCOPES",
+    "ForbiddenError",
+    "Hasher",
+    "InsufficientScopeError",
+    "InvalidExpiryError",
+    "InvalidKeyError",
+    "InvalidRequestError",
+    "KEY_PATTERN",
+    "KeyManagementError",
+    "KeyManager",
+    "KeyNotFoundError",
+    "KeyStore",
+    "Member",
+    "MembershipRevokedError",
+    "MemoryKeyStore",
+    "MissingKeyError",
+    "NotAMemberError",
+    "Principal",
+    "RateLimitedError",
+    "RateLimiter",
+    "Reason",
+    "Role",
+    "SQLiteKeyStore",
+    "ScopeRegistry",
+    "ServiceUnavailableError",
+    "StoreUnavailableError",
+    "TeamMismatchError",
+    "UnknownScopeError",
+    "__version__",
+    "display_prefix",
+    "generate_key",
+    "is_well_formed",
+    "parse_key",
+]

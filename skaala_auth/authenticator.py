@@ -1,0 +1,453 @@
+"""The authenticator: checksum → digest → cache → store → :func:`~skaala_auth.verify.decide`.
+
+One class, two thin drivers (:meth:`Authenticator.verify` and :meth:`Authenticator.verify_async`)
+that differ only in how they wait for the store on a cache miss; everything they share lives in
+small methods both call.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Literal, NoReturn, Protocol, overload
+
+from .audit import AuditEvent, AuditHook, audit_logger
+from .cache import Entry, KeyCache, SingleFlight
+from .credentials import HeadersLike, extract_key
+from .errors import (
+    AuthError,
+    InvalidKeyError,
+    MissingKeyError,
+    Reason,
+    StoreUnavailableError,
+)
+from .hashing import Algorithm, Hasher
+from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, is_well_formed, well_formed_bytes
+from .lastused import LastUsedRecorder
+from .models import Principal
+from .stores.base import Change, KeyRecord, KeyStore
+from .verify import Grant, authorize, decide
+
+__all__ = ["Authenticator", "Clock", "RateLimiter"]
+
+log = logging.getLogger("skaala_auth")
+
+#: A zero-argument callable returning epoch seconds, like :func:`time.time`.
+Clock = Callable[[], float]
+
+
+class RateLimiter(Protocol):
+    """**Protocol:** decides whether an authenticated principal may make one more request.
+
+    ``check`` returns ``None`` to allow, or raises :class:`~skaala_auth.RateLimitedError`.
+    Implementations (in memory, Redis) plug in through ``Authenticator(rate_limiter=...)``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def check(self, principal: Principal, now: float) -> None: ...
+
+
+class Authenticator:
+    """Authenticates API keys against a store, with caching, and decides each request.
+
+    Args:
+        store: the :class:`~skaala_auth.stores.base.KeyStore`.
+        cache_size: positive cache entries (LRU). ``0`` disables the positive cache.
+        cache_ttl: seconds a cached key is trusted before it is reloaded (at most 30 is wise:
+            it bounds how long a change the store could not announce goes unseen).
+        negative_cache_size: unknown keys remembered, so junk does not reach the store.
+        negative_cache_ttl: seconds an unknown key is remembered.
+        clock: epoch seconds, injectable for tests (default :func:`time.time`).
+        pepper: server-side secret for keyed digests; must match the
+            :class:`~skaala_auth.KeyManager`'s.
+        hash_algorithm: ``"blake2b-keyed"`` or ``"hmac-sha256"`` with a pepper.
+        accept_test_keys: also accept ``sk_test_`` keys (refused by default).
+        last_used_interval: seconds between batched ``last_used_at`` writes.
+        poll_interval: seconds between checks for changes made by other processes.
+        store_timeout: seconds an async caller waits for the store before answering 503.
+        audit: called with an :class:`~skaala_auth.audit.AuditEvent` for every outcome.
+        rate_limiter: a :class:`RateLimiter`, consulted after a key authenticates.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 30.0,
+        negative_cache_size: int = 1_000,
+        negative_cache_ttl: float = 5.0,
+        clock: Clock = time.time,
+        pepper: bytes | str | None = None,
+        hash_algorithm: Algorithm | None = None,
+        accept_test_keys: bool = False,
+        last_used_interval: float = 60.0,
+        poll_interval: float = 0.5,
+        store_timeout: float = 5.0,
+        audit: AuditHook | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.store = store
+        self.hasher = Hasher(pepper, hash_algorithm)
+        self.cache = KeyCache(cache_size, cache_ttl, negative_cache_size, negative_cache_ttl)
+        self.clock = clock
+        self.accept_test_keys = accept_test_keys
+        self._prefixes = ANY_PREFIX if accept_test_keys else LIVE_ONLY
+        self.poll_interval = poll_interval
+        self.store_timeout = store_timeout
+        self._audit = audit
+        self._rate_limiter = rate_limiter
+        self._digest = self.hasher.digest
+        self._lru = self.cache.positive  # read directly on the hot path (see cache.py)
+        self._flights: SingleFlight[bytes, Entry] = SingleFlight()
+        self._async_flights: dict[bytes, concurrent.futures.Future[Entry]] = {}
+        self._async_lock = threading.RLock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._poll_lock = threading.Lock()
+        self._next_poll = 0.0
+        self.last_used = LastUsedRecorder(store, last_used_interval)
+        self._last_used_interval = last_used_interval
+        self._unsubscribe = store.subscribe(self._on_change)
+        self._closed = False
+        self._audit_success = True  # re-read from the logger at every poll
+
+    # -- the public faces ----------------------------------------------------------------------
+
+    @overload
+    def authenticate(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: Literal[True] = True,
+    ) -> Principal: ...
+
+    @overload
+    def authenticate(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool,
+    ) -> Principal | None: ...
+
+    def authenticate(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool = True,
+    ) -> Principal | None:
+        """Authenticate a request by its headers and decide it.
+
+        Args:
+            headers: the request headers (see :data:`~skaala_auth.credentials.HeadersLike`).
+            required_scopes: scopes the endpoint needs (AND).
+            team_id: the team in the request path, if any.
+            query_string: the raw query string, checked for keys (refused with 400).
+            required: when ``False``, a request without credentials returns ``None``
+                (anonymous) instead of raising :class:`~skaala_auth.MissingKeyError`.
+
+        Returns:
+            The :class:`~skaala_auth.Principal`.
+
+        Raises:
+            AuthError: a subclass that carries the HTTP answer (400, 401, 403, 429, 503).
+
+        .. versionadded:: 0.1.0
+        """
+        key = self._extract(headers, query_string, required)
+        if key is None:
+            return None
+        return self.verify(key, required_scopes=required_scopes, team_id=team_id)
+
+    async def authenticate_async(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool = True,
+    ) -> Principal | None:
+        """:meth:`authenticate` for async code: a cache miss waits for the store in a worker
+        thread, never on the event loop.
+
+        .. versionadded:: 0.1.0
+        """
+        key = self._extract(headers, query_string, required)
+        if key is None:
+            return None
+        return await self.verify_async(key, required_scopes=required_scopes, team_id=team_id)
+
+    def verify(
+        self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
+    ) -> Principal:
+        """Authenticate one key string and decide it (the hot path).
+
+        .. versionadded:: 0.1.0
+        """
+        data = key.encode("utf-8", "replace")
+        if not well_formed_bytes(data, self._prefixes):
+            self._reject_malformed(key)
+        digest = self._digest(data)
+        now = self.clock()
+        if now >= self._next_poll:
+            self._poll(now)
+        try:
+            entry: Entry | None = self._lru[digest]
+        except KeyError:
+            entry = None
+        if entry is None or now >= entry.fresh_until:
+            entry = self._load(digest, key, now)
+        return self._finish(entry, now, required_scopes, team_id)
+
+    async def verify_async(
+        self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
+    ) -> Principal:
+        """:meth:`verify` for async code.
+
+        .. versionadded:: 0.1.0
+        """
+        data = key.encode("utf-8", "replace")
+        if not well_formed_bytes(data, self._prefixes):
+            self._reject_malformed(key)
+        digest = self._digest(data)
+        now = self.clock()
+        if now >= self._next_poll:
+            await asyncio.to_thread(self._poll, now)
+        entry = self.cache.peek(digest)
+        if entry is None or now >= entry.fresh_until:
+            entry = await self._load_async(digest, key, now)
+        return self._finish(entry, now, required_scopes, team_id)
+
+    def authorize(
+        self,
+        principal: Principal,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+    ) -> Principal:
+        """Check an already authenticated principal against an endpoint's scopes and team, and
+        audit a refusal. (Adapters call this from ``@requires_scope`` after the middleware has
+        authenticated.)
+
+        .. versionadded:: 0.1.0
+        """
+        try:
+            return authorize(principal, required_scopes, team_id)
+        except AuthError as error:
+            self._emit(AuditEvent.failure(error, principal))
+            raise
+
+    def close(self) -> None:
+        """Flush pending ``last_used_at`` writes and stop listening for changes. Idempotent.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._unsubscribe()
+        self.last_used.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> Authenticator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Authenticator(store={self.store!r}, cached={len(self.cache)})"
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    def _extract(
+        self, headers: HeadersLike, query_string: str | bytes | None, required: bool
+    ) -> str | None:
+        try:
+            key = extract_key(headers, query_string)
+        except AuthError as error:
+            self._emit(AuditEvent.failure(error))
+            raise
+        if key is None and required:
+            self._fail(MissingKeyError())
+        return key
+
+    def _reject_malformed(self, key: str) -> NoReturn:
+        """Refuse a key that fails the format checks (or a test key where they are not
+        accepted). Nothing is looked up for it: no cache, no store."""
+        if self.accept_test_keys or not is_well_formed(key):
+            self._fail(InvalidKeyError(reason=Reason.MALFORMED))
+        self._fail(InvalidKeyError(reason=Reason.TEST_KEY), display_prefix(key))
+
+    def _finish(
+        self, entry: Entry, now: float, required_scopes: Collection[str], team_id: str | None
+    ) -> Principal:
+        grant = entry.grant
+        try:
+            principal = decide(grant, now, required_scopes, team_id)
+            if self._rate_limiter is not None:
+                self._rate_limiter.check(principal, now)
+        except AuthError as error:
+            self._emit(AuditEvent.failure(error, grant.principal))
+            raise
+        if now >= entry.touch_due:
+            entry.touch_due = now + self._last_used_interval
+            self.last_used.mark(principal.key_id or "", now)
+        if self._audit_success:
+            self._emit(AuditEvent.success(principal))
+        return principal
+
+    def _fetch(self, digest: bytes, key: str) -> KeyRecord | None:
+        """The store look-up (I/O). A key stored under a legacy digest is found and re-hashed."""
+        stored = self.hasher.stored(digest)
+        try:
+            record = self.store.find_key(stored)
+            if record is None:
+                for legacy in self.hasher.legacy_digests(key.encode()):
+                    record = self.store.find_key(legacy)
+                    if record is not None:
+                        self._rehash(record, stored)
+                        return record
+            elif not hmac.compare_digest(record.digest, stored):
+                return None  # a store that matched loosely (collation, truncation): refuse
+        except Exception as error:
+            raise StoreUnavailableError() from error
+        return record
+
+    def _rehash(self, record: KeyRecord, stored: str) -> None:
+        try:
+            self.store.update_digest(record.key.id, record.digest, stored)
+        except Exception:
+            log.warning("could not re-hash key %s; will retry on next use", record.key.id)
+
+    def _admit(self, digest: bytes, record: KeyRecord | None, now: float, generation: int) -> Entry:
+        """Turn a look-up result into a cache entry (or remember an unknown digest)."""
+        if record is None:
+            self.cache.put_unknown(digest, now, generation)
+            raise InvalidKeyError(reason=Reason.UNKNOWN)
+        return self.cache.put(digest, Grant.from_record(record), now, generation)
+
+    def _unknown_or_none(self, digest: bytes, key: str, now: float) -> None:
+        if self.cache.is_known_unknown(digest, now):
+            self._fail(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
+
+    def _load(self, digest: bytes, key: str, now: float) -> Entry:
+        self._unknown_or_none(digest, key, now)
+
+        def load() -> Entry:
+            generation = self.cache.generation
+            return self._admit(digest, self._fetch(digest, key), now, generation)
+
+        try:
+            return self._flights.run(digest, load, timeout=self.store_timeout)
+        except TimeoutError as error:
+            raise self._failed(StoreUnavailableError(), display_prefix(key)) from error
+        except AuthError as error:
+            raise self._failed(error, display_prefix(key)) from None
+
+    async def _load_async(self, digest: bytes, key: str, now: float) -> Entry:
+        self._unknown_or_none(digest, key, now)
+        # The load runs in our executor as a concurrent future that every waiting coroutine
+        # shares, whatever its event loop; a waiter that is cancelled (client gone) or times out
+        # leaves the load running for the others.
+        with self._async_lock:
+            future = self._async_flights.get(digest)
+            if future is None:
+                future = self._executor().submit(self._load_quietly, digest, key, now)
+                self._async_flights[digest] = future
+                future.add_done_callback(lambda done: self._landed(digest, done))
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.store_timeout
+            )
+        except TimeoutError as error:
+            raise self._failed(StoreUnavailableError(), display_prefix(key)) from error
+        except AuthError as error:
+            raise self._failed(error, display_prefix(key)) from None
+
+    def _landed(self, digest: bytes, future: concurrent.futures.Future[Entry]) -> None:
+        with self._async_lock:
+            if self._async_flights.get(digest) is future:
+                del self._async_flights[digest]
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="skaala-auth-store"
+            )
+        return self._pool
+
+    def _load_quietly(self, digest: bytes, key: str, now: float) -> Entry:
+        """The sync single-flight load, without auditing (the async driver audits once)."""
+
+        def load() -> Entry:
+            generation = self.cache.generation
+            return self._admit(digest, self._fetch(digest, key), now, generation)
+
+        try:
+            return self._flights.run(digest, load, timeout=self.store_timeout)
+        except TimeoutError as error:
+            raise StoreUnavailableError() from error
+
+    def _poll(self, now: float) -> None:
+        """Let the store deliver other processes' changes (at most every ``poll_interval``)."""
+        if not self._poll_lock.acquire(blocking=False):
+            return  # another thread is polling right now
+        try:
+            if now < self._next_poll:
+                return
+            self._next_poll = now + self.poll_interval
+            # Whether successes are audited, refreshed here rather than asked of the logging
+            # module on every request: a logging change takes effect within one poll interval.
+            self._audit_success = self._audit is not None or audit_logger.isEnabledFor(
+                logging.DEBUG
+            )
+            try:
+                self.store.poll_changes()
+            except Exception:
+                # We cannot tell what changed: trust nothing cached, so the store decides the
+                # next requests (and fails closed if it is down).
+                log.warning("could not poll the key store for changes", exc_info=True)
+                self.cache.clear()
+        finally:
+            self._poll_lock.release()
+
+    def _on_change(self, change: Change) -> None:
+        self.cache.invalidate(change)
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _failed(self, error: AuthError, key_prefix: str | None = None) -> AuthError:
+        self._emit(AuditEvent.failure(error, key_prefix=key_prefix))
+        return error
+
+    def _fail(self, error: AuthError, key_prefix: str | None = None) -> NoReturn:
+        raise self._failed(error, key_prefix)
+
+    def _emit(self, event: AuditEvent) -> None:
+        event.log()
+        if self._audit is not None:
+            try:
+                self._audit(event)
+            except Exception:
+                log.exception("the audit hook raised")

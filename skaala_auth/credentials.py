@@ -1,0 +1,118 @@
+"""Pull exactly one API key out of a request's headers (and refuse one in its query string).
+
+Accepted: ``Authorization: Bearer <key>`` (scheme case-insensitive) or ``X-API-Key: <key>``.
+An ``Authorization`` header with another scheme (``Basic …``) belongs to someone else and counts
+as absent. Refused with 400 (:class:`InvalidRequestError`), before anything is looked up:
+
+- both headers, or either one repeated (servers that merge repeated headers join them with a
+  comma, and a comma is never part of a key, so a merged header is caught too);
+- an empty bearer or an empty ``X-API-Key``;
+- a key in the query string (it ends up in access logs, browser history and ``Referer``).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final, TypeAlias, cast
+from urllib.parse import parse_qsl
+
+from .errors import InvalidRequestError
+
+__all__ = ["HeadersLike", "check_query_string", "extract_key"]
+
+#: Request headers as the core takes them: a mapping (names in any case), or the raw
+#: ``(name, value)`` pairs, ``str`` or ``bytes`` (ASGI's ``scope["headers"]`` as it is), which is
+#: the only form in which a repeated header can be seen.
+HeadersLike: TypeAlias = (
+    Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
+)
+
+_QUERY_NAMES: Final = frozenset(
+    {"api_key", "apikey", "api-key", "x-api-key", "x_api_key", "access_token", "bearer"}
+)
+
+
+def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -> str | None:
+    """The one API key the request carries, or ``None`` when it carries none.
+
+    Args:
+        headers: see :data:`HeadersLike`. ``bytes`` names must be lower-case, as ASGI
+            guarantees; ``str`` names may be in any case.
+        query_string: the raw query string, if the caller wants it checked for keys.
+
+    Raises:
+        InvalidRequestError: two credentials, a repeated header, an empty credential, or a key
+            in the query string.
+
+    .. versionadded:: 0.1.0
+    """
+    authorization: str | bytes | None = None
+    api_key: str | bytes | None = None
+    items: Iterable[tuple[str | bytes, str | bytes]]
+    # type() first: isinstance against the Mapping ABC costs as much as the rest of this loop.
+    if type(headers) is dict or isinstance(headers, Mapping):
+        items = headers.items()
+    else:
+        items = headers
+    for name, value in items:
+        if type(name) is bytes:
+            if name == b"authorization":
+                name = "authorization"
+            elif name == b"x-api-key":
+                name = "x-api-key"
+            else:
+                continue
+        else:
+            name = cast(str, name).lower()
+        if name == "authorization":
+            if authorization is not None:
+                raise InvalidRequestError("Repeated Authorization header")
+            authorization = value
+        elif name == "x-api-key":
+            if api_key is not None:
+                raise InvalidRequestError("Repeated X-API-Key header")
+            api_key = value
+    found: str | None = None
+    if authorization is not None:
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("latin-1")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":  # another scheme is not ours: absent
+            found = token.strip()
+            if not found:
+                raise InvalidRequestError("Empty bearer token")
+    if api_key is not None:
+        if found is not None:
+            raise InvalidRequestError("Send the API key in one header only")
+        if isinstance(api_key, bytes):
+            api_key = api_key.decode("latin-1")
+        found = api_key.strip()
+        if not found:
+            raise InvalidRequestError("Empty X-API-Key header")
+    if found is not None and "," in found:
+        raise InvalidRequestError("Send the API key in one header only")
+    if query_string:
+        check_query_string(query_string)
+    return found
+
+
+def check_query_string(query_string: str | bytes) -> None:
+    """Refuse a query string that carries an API key.
+
+    Raises:
+        InvalidRequestError: a parameter named like a credential (``api_key``,
+            ``access_token``, …) or any value that starts like a key (``sk_live_``, ``sk_test_``).
+
+    .. versionadded:: 0.1.0
+    """
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    lowered = query_string.lower()
+    # Cheap screen first: most query strings (page=2&sort=name) cannot hold a key.
+    if not any(marker in lowered for marker in ("sk_", "api", "token", "bearer", "%")):
+        return
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name.lower() in _QUERY_NAMES or value.lstrip().startswith(("sk_live_", "sk_test_")):
+            raise InvalidRequestError("API keys are not accepted in the query string")

@@ -1,0 +1,338 @@
+"""Authentication and authorisation errors, each carrying its own HTTP rendering.
+
+Adapters never branch on the class of an error: they send ``status_code``, ``headers()`` and
+``body_bytes()``. That is what keeps the HTTP contract identical across frameworks.
+
+::
+
+    AuthError                              (never raised itself)
+    ├── InvalidRequestError         400  invalid_request      several credentials, empty bearer,
+    │                                                          key in the query string
+    ├── MissingKeyError             401  unauthorized         "Missing API key"
+    ├── InvalidKeyError             401  unauthorized         "Invalid API key" — reason: malformed,
+    │                                                          unknown, expired, revoked, test_key
+    ├── ForbiddenError              403  forbidden
+    │   ├── InsufficientScopeError                            "Insufficient scopes"
+    │   ├── TeamMismatchError                                 key of another team
+    │   └── MembershipRevokedError                            key's user left the team
+    ├── RateLimitedError            429  rate_limited
+    └── ServiceUnavailableError     503  service_unavailable
+        └── StoreUnavailableError                             the key store failed or timed out
+
+    KeyManagementError                     (management API, not HTTP)
+    ├── KeyNotFoundError            also a LookupError
+    ├── NotAMemberError             also a ValueError
+    ├── UnknownScopeError           also a ValueError
+    └── InvalidExpiryError          also a ValueError
+
+The public message never says *why* a key was refused; :attr:`AuthError.reason` does, for the
+audit log only.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import ClassVar, Final
+
+__all__ = [
+    "AuthError",
+    "ForbiddenError",
+    "InsufficientScopeError",
+    "InvalidExpiryError",
+    "InvalidKeyError",
+    "InvalidRequestError",
+    "KeyManagementError",
+    "KeyNotFoundError",
+    "MembershipRevokedError",
+    "MissingKeyError",
+    "NotAMemberError",
+    "RateLimitedError",
+    "Reason",
+    "ServiceUnavailableError",
+    "StoreUnavailableError",
+    "TeamMismatchError",
+    "UnknownScopeError",
+]
+
+REALM: Final = "api"
+_JSON: Final = ("content-type", "application/json")
+_NO_STORE: Final = ("cache-control", "no-store")
+
+
+class Reason(StrEnum):
+    """Why an authentication failed. Goes to the audit log and metrics, never to the client.
+
+    .. versionadded:: 0.1.0
+    """
+
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    TEST_KEY = "test_key"
+    TEAM_MISMATCH = "team_mismatch"
+    MEMBERSHIP_REVOKED = "membership_revoked"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    INVALID_REQUEST = "invalid_request"
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+def _json(error: str, message: str) -> bytes:
+    return json.dumps({"error": error, "message": message}, separators=(",", ":")).encode()
+
+
+class AuthError(Exception):
+    """Base of every error that becomes an HTTP answer. Never raised itself.
+
+    Attributes:
+        status_code: the HTTP status.
+        error: the ``error`` field of the JSON body.
+        message: the ``message`` field of the JSON body (public, safe to show).
+        reason: the internal reason, for the audit log.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code: ClassVar[int]
+    error: ClassVar[str]
+    default_message: ClassVar[str]
+    default_reason: ClassVar[Reason]
+
+    def __init__(self, message: str | None = None, *, reason: Reason | None = None) -> None:
+        self.message = message if message is not None else self.default_message
+        self.reason = reason if reason is not None else self.default_reason
+        super().__init__(self.message)
+
+    @property
+    def body(self) -> dict[str, object]:
+        """The JSON body, as a dict."""
+        return {"error": self.error, "message": self.message}
+
+    def body_bytes(self) -> bytes:
+        """The JSON body, encoded: the exact bytes every adapter sends."""
+        return _json(self.error, self.message)
+
+    def www_authenticate(self) -> str | None:
+        """The ``WWW-Authenticate`` value, or ``None`` when this error sends none."""
+        return None
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header of the response (lower-case names), ``content-length`` aside."""
+        headers = [_JSON, _NO_STORE]
+        challenge = self.www_authenticate()
+        if challenge is not None:
+            headers.append(("www-authenticate", challenge))
+        return headers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason.value!r})"
+
+
+class InvalidRequestError(AuthError):
+    """400: the request is ambiguous or unsafe (two credentials, an empty bearer, a key in the
+    query string). Nothing is looked up.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 400
+    error = "invalid_request"
+    default_message = "Invalid authentication request"
+    default_reason = Reason.INVALID_REQUEST
+
+    def www_authenticate(self) -> str:
+        return f'Bearer realm="{REALM}", error="invalid_request"'
+
+
+class MissingKeyError(AuthError):
+    """401: a protected endpoint was called without credentials.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 401
+    error = "unauthorized"
+    default_message = "Missing API key"
+    default_reason = Reason.MISSING
+
+    def www_authenticate(self) -> str:
+        return f'Bearer realm="{REALM}"'
+
+
+_INVALID_KEY_BODY: Final = _json("unauthorized", "Invalid API key")
+
+
+class InvalidKeyError(AuthError):
+    """401: the key is malformed, unknown, expired or revoked. The answer is byte-identical in
+    every case; only :attr:`reason` tells them apart.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 401
+    error = "unauthorized"
+    default_message = "Invalid API key"
+    default_reason = Reason.UNKNOWN
+
+    def __init__(self, *, reason: Reason = Reason.UNKNOWN) -> None:
+        super().__init__(reason=reason)
+
+    def body_bytes(self) -> bytes:
+        return _INVALID_KEY_BODY
+
+    def www_authenticate(self) -> str:
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+
+
+class ForbiddenError(AuthError):
+    """403: the caller is authenticated but may not do this.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 403
+    error = "forbidden"
+    default_message = "Forbidden"
+    default_reason = Reason.INSUFFICIENT_SCOPE
+
+
+class InsufficientScopeError(ForbiddenError):
+    """403: the key lacks at least one required scope.
+
+    Args:
+        required: the scopes the endpoint requires (sent in the challenge's ``scope``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_message = "Insufficient scopes"
+    default_reason = Reason.INSUFFICIENT_SCOPE
+
+    def __init__(self, required: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.required = tuple(sorted(set(required)))
+
+    def www_authenticate(self) -> str:
+        scope = " ".join(self.required)
+        return f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'
+
+
+class TeamMismatchError(ForbiddenError):
+    """403: the team in the path is not the key's team.
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_message = "API key does not belong to this team"
+    default_reason = Reason.TEAM_MISMATCH
+
+
+class MembershipRevokedError(ForbiddenError):
+    """403: the key's user is no longer a member of the key's team.
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_message = "User is not a member of this team"
+    default_reason = Reason.MEMBERSHIP_REVOKED
+
+
+class RateLimitedError(AuthError):
+    """429: too many requests for this key.
+
+    Args:
+        limit: requests allowed per window.
+        remaining: requests left in the window (0 here).
+        reset: seconds until the window resets.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 429
+    error = "rate_limited"
+    default_message = "Rate limit exceeded"
+    default_reason = Reason.RATE_LIMITED
+
+    def __init__(self, *, limit: int, remaining: int = 0, reset: float) -> None:
+        super().__init__()
+        self.limit, self.remaining, self.reset = limit, remaining, reset
+
+    def headers(self) -> list[tuple[str, str]]:
+        seconds = str(max(1, int(self.reset + 0.999)))
+        return [
+            *super().headers(),
+            ("retry-after", seconds),
+            ("x-ratelimit-limit", str(self.limit)),
+            ("x-ratelimit-remaining", str(self.remaining)),
+            ("x-ratelimit-reset", seconds),
+        ]
+
+
+class ServiceUnavailableError(AuthError):
+    """503: authentication cannot be decided right now. Fail closed: the request is refused.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 503
+    error = "service_unavailable"
+    default_message = "Authentication is temporarily unavailable"
+    default_reason = Reason.STORE_UNAVAILABLE
+    retry_after: ClassVar[int] = 5
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [*super().headers(), ("retry-after", str(self.retry_after))]
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    """503: the key store raised, was unreachable, or was slower than its timeout.
+
+    The underlying exception is chained (``__cause__``) for the server log.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class KeyManagementError(Exception):
+    """Base of the errors raised by :class:`~skaala_auth.KeyManager`.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class KeyNotFoundError(KeyManagementError, LookupError):
+    """No key with that id.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class NotAMemberError(KeyManagementError, ValueError):
+    """The user is not a member of the team (keys can only be made for members).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class UnknownScopeError(KeyManagementError, ValueError):
+    """A scope that the registry does not know was asked for (never a silent grant).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, unknown: Iterable[str]) -> None:
+        self.unknown = tuple(sorted(unknown))
+        super().__init__(f"unknown scope(s): {', '.join(self.unknown)}")
+
+
+class InvalidExpiryError(KeyManagementError, ValueError):
+    """An expiry in the past, naive, or given twice.
+
+    .. versionadded:: 0.1.0
+    """

@@ -1,0 +1,277 @@
+"""Key management: create, list, revoke, rotate keys; add, remove and change team members.
+
+Everything that changes whether a key works goes through the store, which announces it to every
+authenticator on that store at once (and to other processes within a poll interval).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from .errors import InvalidExpiryError, KeyNotFoundError, NotAMemberError
+from .hashing import Algorithm, Hasher
+from .keys import ALPHABET, Environment, display_prefix, generate_key
+from .models import ApiKey, Member, Role, from_epoch, to_epoch
+from .scopes import ScopeRegistry, default_registry
+from .stores.base import KeyStore
+
+__all__ = ["DEFAULT_EXPIRY", "DEFAULT_GRACE", "KeyManager"]
+
+#: How long a key lives when no expiry is given.
+DEFAULT_EXPIRY = timedelta(days=365)
+#: How long a rotated key keeps working by default.
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+def _new_id() -> str:
+    return "key_" + "".join(secrets.choice(ALPHABET) for _ in range(20))
+
+
+class KeyManager:
+    """Creates and manages keys and team memberships on a store.
+
+    Args:
+        store: the :class:`~skaala_auth.stores.base.KeyStore`.
+        scopes: the registry that validates scopes (default: the documented set).
+        pepper: server-side secret for keyed digests; must match the authenticator's.
+        hash_algorithm: the keyed algorithm, with a pepper.
+        clock: epoch seconds, injectable for tests.
+
+    Example::
+
+        manager = KeyManager(store)
+        manager.add_member(team_id="team_1", user_id="user_1", role="owner")
+        key, record = manager.create_key(
+            team_id="team_1", user_id="user_1", name="CI", scopes=["read:bookings"]
+        )
+        print(key)  # shown once: only its digest is stored
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        scopes: ScopeRegistry | None = None,
+        pepper: bytes | str | None = None,
+        hash_algorithm: Algorithm | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.scopes = scopes if scopes is not None else default_registry
+        self.hasher = Hasher(pepper, hash_algorithm)
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return from_epoch(self.clock())
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        scopes: Iterable[str],
+        name: str = "",
+        expires_in: timedelta | None = None,
+        expires_at: datetime | None = None,
+        environment: Environment = "live",
+    ) -> tuple[str, ApiKey]:
+        """Create a key for a member of a team.
+
+        Args:
+            team_id: the team the key acts for.
+            user_id: the member who owns it.
+            scopes: at least one registered scope.
+            name: a label for dashboards.
+            expires_in: lifetime from now (default 365 days).
+            expires_at: an absolute, timezone-aware expiry instead.
+            environment: ``"live"`` (``sk_live_``) or ``"test"`` (``sk_test_``).
+
+        Returns:
+            ``(plaintext, record)``. The plaintext is not stored anywhere: show it once.
+
+        Raises:
+            NotAMemberError: the user is not a member of the team.
+            UnknownScopeError: a scope is not registered.
+            InvalidExpiryError: both expiries given, a naive datetime, or a past expiry.
+
+        .. versionadded:: 0.1.0
+        """
+        granted = self._validate_scopes(scopes)
+        now = self._now()
+        expiry = self._expiry(now, expires_in, expires_at)
+        self._require_member(team_id, user_id)
+        plaintext = generate_key(environment)
+        record = ApiKey(
+            id=_new_id(),
+            team_id=team_id,
+            user_id=user_id,
+            name=name,
+            scopes=granted,
+            prefix=display_prefix(plaintext),
+            created_at=now,
+            expires_at=expiry,
+        )
+        self.store.insert_key(record, self.hasher.stored_digest(plaintext))
+        return plaintext, record
+
+    def get_key(self, key_id: str) -> ApiKey:
+        """The record of a key.
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+        """
+        key = self.store.get_key(key_id)
+        if key is None:
+            raise KeyNotFoundError(f"no key with id {key_id!r}")
+        return key
+
+    def list_keys(self, *, team_id: str, include_inactive: bool = True) -> list[ApiKey]:
+        """The team's keys, newest first (never their plaintext or digest).
+
+        Args:
+            include_inactive: also list revoked and expired keys (default).
+        """
+        keys = self.store.list_keys(team_id)
+        if include_inactive:
+            return keys
+        now = self._now()
+        return [key for key in keys if key.is_active(now)]
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key now. Every authenticator on this store refuses it from the next request;
+        other processes within their poll interval. Revoking twice keeps the first time.
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+        """
+        key = self.store.revoke_key(key_id, self._now())
+        if key is None:
+            raise KeyNotFoundError(f"no key with id {key_id!r}")
+        return key
+
+    def rotate_key(self, key_id: str, *, grace: timedelta = DEFAULT_GRACE) -> tuple[str, ApiKey]:
+        """Replace a key with a new one of the same team, user, name and scopes.
+
+        The old key keeps working until ``grace`` has passed (or its own expiry, if sooner);
+        ``grace=timedelta(0)`` ends it at once. The new key lives as long as the old one was
+        meant to (its created-to-expiry span).
+
+        Returns:
+            ``(plaintext, record)`` of the new key.
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+            InvalidExpiryError: the key is already revoked or expired, or ``grace`` is negative.
+        """
+        if grace < timedelta(0):
+            raise InvalidExpiryError("grace must not be negative")
+        old = self.get_key(key_id)
+        now = self._now()
+        if not old.is_active(now):
+            raise InvalidExpiryError(f"key {key_id} is {old.status(now)} and cannot be rotated")
+        self._require_member(old.team_id, old.user_id)
+        plaintext = generate_key(old.environment)
+        new = dataclasses.replace(
+            old,
+            id=_new_id(),
+            prefix=display_prefix(plaintext),
+            created_at=now,
+            expires_at=now + (old.expires_at - old.created_at),
+            revoked_at=None,
+            last_used_at=None,
+            rotated_from=old.id,
+        )
+        self.store.rotate_key(
+            old.id, min(old.expires_at, now + grace), new, self.hasher.stored_digest(plaintext)
+        )
+        return plaintext, new
+
+    # -- members -------------------------------------------------------------------------------
+
+    def add_member(self, *, team_id: str, user_id: str, role: Role | str = Role.MEMBER) -> Member:
+        """Add a user to a team, or change the role of one already in it."""
+        if not team_id or not user_id:
+            raise ValueError("team_id and user_id must not be empty")
+        existing = self.store.get_member(team_id, user_id)
+        member = Member(
+            team_id=team_id,
+            user_id=user_id,
+            role=_role(role),
+            added_at=existing.added_at if existing else self._now(),
+        )
+        self.store.add_member(member)
+        return member
+
+    def set_role(self, *, team_id: str, user_id: str, role: Role | str) -> Member:
+        """Change a member's role.
+
+        Raises:
+            NotAMemberError: the user is not in the team.
+        """
+        self._require_member(team_id, user_id)
+        return self.add_member(team_id=team_id, user_id=user_id, role=role)
+
+    def remove_member(self, *, team_id: str, user_id: str) -> None:
+        """Remove a user from a team. Their keys for that team stop working at once (403), and
+        work again if they are added back before the keys expire.
+
+        Raises:
+            NotAMemberError: the user is not in the team.
+        """
+        if not self.store.remove_member(team_id, user_id):
+            raise NotAMemberError(f"{user_id!r} is not a member of {team_id!r}")
+
+    def get_member(self, *, team_id: str, user_id: str) -> Member | None:
+        return self.store.get_member(team_id, user_id)
+
+    def list_members(self, *, team_id: str) -> list[Member]:
+        return self.store.list_members(team_id)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _validate_scopes(self, scopes: Iterable[str]) -> frozenset[str]:
+        granted = self.scopes.validate(scopes)
+        if not granted:
+            raise ValueError("a key needs at least one scope")
+        return granted
+
+    def _require_member(self, team_id: str, user_id: str) -> Member:
+        member = self.store.get_member(team_id, user_id)
+        if member is None:
+            raise NotAMemberError(f"{user_id!r} is not a member of {team_id!r}")
+        return member
+
+    @staticmethod
+    def _expiry(
+        now: datetime, expires_in: timedelta | None, expires_at: datetime | None
+    ) -> datetime:
+        if expires_in is not None and expires_at is not None:
+            raise InvalidExpiryError("give expires_in or expires_at, not both")
+        if expires_at is not None:
+            try:
+                to_epoch(expires_at)
+            except ValueError as error:
+                raise InvalidExpiryError(str(error)) from None
+            expiry = expires_at
+        else:
+            expiry = now + (DEFAULT_EXPIRY if expires_in is None else expires_in)
+        if expiry <= now:
+            raise InvalidExpiryError("the expiry must be in the future")
+        return expiry
+
+
+def _role(role: Role | str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise ValueError(f"role must be one of owner, admin, member, not {role!r}") from None

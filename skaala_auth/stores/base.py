@@ -1,0 +1,153 @@
+"""What a key store is: the :class:`KeyStore` protocol, the records it returns, and the change
+feed that carries invalidations to every authenticator on the store.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from ..models import ApiKey, Member, Role
+
+__all__ = ["Change", "ChangeFeed", "KeyRecord", "KeyStore"]
+
+log = logging.getLogger("skaala_auth.store")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What a digest look-up returns: the key, its stored digest, and its user's role in the
+    key's team at that moment (``None`` when the user is no longer a member).
+
+    .. versionadded:: 0.1.0
+    """
+
+    key: ApiKey
+    digest: str
+    role: Role | None
+
+    def __repr__(self) -> str:  # the digest stays out of logs and tracebacks
+        return f"KeyRecord(key={self.key!r}, role={self.role!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change that cached authentication results must not outlive.
+
+    ``kind`` is ``"key"`` (a key was created, revoked, rotated or re-hashed: ``key_id`` is set),
+    ``"member"`` (a membership was removed or its role changed: ``team_id`` and ``user_id`` are
+    set) or ``"all"`` (the store cannot tell what changed: drop everything).
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: Literal["key", "member", "all"]
+    key_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+
+
+Subscriber = Callable[[Change], None]
+
+
+class ChangeFeed:
+    """Delivers :class:`Change` events to subscribers, holding them weakly so that an
+    authenticator that is dropped without ``close()`` does not live on through its store.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[weakref.ReferenceType[Subscriber]] = []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        ref: weakref.ReferenceType[Subscriber]
+        try:
+            ref = weakref.WeakMethod(callback)
+        except TypeError:
+            ref = weakref.ref(callback)
+        with self._lock:
+            self._subscribers.append(ref)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if ref in self._subscribers:
+                    self._subscribers.remove(ref)
+
+        return unsubscribe
+
+    def publish(self, change: Change) -> None:
+        with self._lock:
+            callbacks = [ref() for ref in self._subscribers]
+            self._subscribers = [ref for ref in self._subscribers if ref() is not None]
+        for callback in callbacks:
+            if callback is not None:
+                callback(change)
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """**Protocol:** where keys and team memberships live.
+
+    Implementations: :class:`~skaala_auth.MemoryKeyStore`, :class:`~skaala_auth.SQLiteKeyStore`.
+    Methods are synchronous and thread-safe; async callers run them in a worker thread (a store
+    may offer native ``find_key_async`` later). Any exception a store raises is treated by the
+    authenticator as "store unavailable" (503), so a store need not wrap its driver's errors.
+
+    Every method that changes a key's validity or a membership must :meth:`publish` a
+    :class:`Change` to its subscribers before returning, and make it visible to other processes
+    through :meth:`poll_changes`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def find_key(self, digest: str) -> KeyRecord | None:
+        """The key whose stored digest is ``digest``, with its user's current role."""
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self, team_id: str) -> list[ApiKey]:
+        """The team's keys, newest first."""
+
+    def insert_key(self, key: ApiKey, digest: str) -> None: ...
+
+    def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        """Set ``revoked_at`` (unless already revoked earlier); ``None`` for an unknown id."""
+
+    def rotate_key(
+        self, old_id: str, old_expires_at: datetime, new_key: ApiKey, new_digest: str
+    ) -> None:
+        """In one transaction: shorten the old key's expiry and insert its successor."""
+
+    def update_digest(self, key_id: str, old_digest: str, new_digest: str) -> None:
+        """Replace a legacy digest (re-hash on use)."""
+
+    def record_last_used(self, used: Mapping[str, datetime]) -> None:
+        """Move ``last_used_at`` forward (never back) for each key id."""
+
+    def add_member(self, member: Member) -> None:
+        """Add or update a membership."""
+
+    def get_member(self, team_id: str, user_id: str) -> Member | None: ...
+
+    def list_members(self, team_id: str) -> list[Member]: ...
+
+    def remove_member(self, team_id: str, user_id: str) -> bool:
+        """Remove a membership; ``False`` when there was none."""
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with every :class:`Change`; returns the unsubscribe function."""
+
+    def poll_changes(self) -> None:
+        """Deliver the changes other processes made since the last poll. Cheap when there are
+        none: the authenticator calls it a few times a second."""
+
+    def close(self) -> None: ...
