@@ -16,10 +16,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Literal, NoReturn, Protocol, overload
+from typing import Literal, Protocol, overload
 
 from .audit import AuditEvent, AuditHook, audit_logger
-from .cache import Entry, KeyCache, SingleFlight
+from .cache import Entry, KeyCache, SingleFlight, fast_lookup
 from .credentials import HeadersLike, extract_key
 from .errors import (
     AuthError,
@@ -29,13 +29,27 @@ from .errors import (
     StoreUnavailableError,
 )
 from .hashing import Algorithm, Hasher
-from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, is_well_formed, well_formed_bytes
+from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
 from .lastused import LastUsedRecorder
 from .models import Principal
 from .stores.base import Change, KeyRecord, KeyStore
-from .verify import Grant, authorize, decide
+from .verify import Grant, decide, refusal
 
 __all__ = ["Authenticator", "Clock", "RateLimiter"]
+
+# Shared refusals for junk, returned by check() when no audit listener wants a fresh event:
+# a flood of junk keys then costs no allocation at all. Never raised (see _raisable).
+_MALFORMED = InvalidKeyError(reason=Reason.MALFORMED)
+_UNKNOWN = InvalidKeyError(reason=Reason.UNKNOWN)
+
+
+def _raisable(error: AuthError) -> AuthError:
+    """A fresh copy of a shared refusal (a raised exception keeps a traceback and context that
+    must not be shared between threads); any other error as it is."""
+    if error is _MALFORMED or error is _UNKNOWN:
+        return InvalidKeyError(reason=error.reason)
+    return error
+
 
 log = logging.getLogger("skaala_auth")
 
@@ -107,8 +121,10 @@ class Authenticator:
         self.store_timeout = store_timeout
         self._audit = audit
         self._rate_limiter = rate_limiter
-        self._digest = self.hasher.digest
-        self._lru = self.cache.positive  # read directly on the hot path (see cache.py)
+        self._new_hash = self.hasher.new
+        # The positive cache, read directly on the hot path (see cache.fast_lookup).
+        lookup = fast_lookup(self.cache.positive)
+        self._cache_get, self._cache_touch = lookup
         self._flights: SingleFlight[bytes, Entry] = SingleFlight()
         self._async_flights: dict[bytes, concurrent.futures.Future[Entry]] = {}
         self._async_lock = threading.RLock()
@@ -119,7 +135,8 @@ class Authenticator:
         self._last_used_interval = last_used_interval
         self._unsubscribe = store.subscribe(self._on_change)
         self._closed = False
-        self._audit_success = True  # re-read from the logger at every poll
+        # Whether outcomes are audited: re-read from the logger at every poll (see _poll).
+        self._audit_success = self._audit_failure = True
 
     # -- the public faces ----------------------------------------------------------------------
 
@@ -199,24 +216,17 @@ class Authenticator:
     def verify(
         self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
     ) -> Principal:
-        """Authenticate one key string and decide it (the hot path).
+        """Authenticate one key string and decide it.
+
+        Raises:
+            AuthError: as :meth:`authenticate`.
 
         .. versionadded:: 0.1.0
         """
-        data = key.encode("utf-8", "replace")
-        if not well_formed_bytes(data, self._prefixes):
-            self._reject_malformed(key)
-        digest = self._digest(data)
-        now = self.clock()
-        if now >= self._next_poll:
-            self._poll(now)
-        try:
-            entry: Entry | None = self._lru[digest]
-        except KeyError:
-            entry = None
-        if entry is None or now >= entry.fresh_until:
-            entry = self._load(digest, key, now)
-        return self._finish(entry, now, required_scopes, team_id)
+        outcome = self.check(key, required_scopes, team_id)
+        if isinstance(outcome, AuthError):
+            raise _raisable(outcome)
+        return outcome
 
     async def verify_async(
         self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
@@ -225,16 +235,70 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
-        data = key.encode("utf-8", "replace")
+        outcome = await self.check_async(key, required_scopes, team_id)
+        if isinstance(outcome, AuthError):
+            raise _raisable(outcome)
+        return outcome
+
+    def check(
+        self, key: str, required_scopes: Collection[str] = (), team_id: str | None = None
+    ) -> Principal | AuthError:
+        """:meth:`verify` without raising: returns the :class:`~skaala_auth.Principal` or the
+        error to render. This is the hot path; it is also the cheapest way for an adapter to
+        answer a refusal (no exception is raised and caught).
+
+        The most common refusals (malformed or known-unknown keys, when no audit listener is
+        enabled) are shared instances: render them (``status_code``, ``headers()``,
+        ``body_bytes()``), never raise them — :meth:`verify` raises fresh ones.
+
+        .. versionadded:: 0.1.0
+        """
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
+            data = b""
         if not well_formed_bytes(data, self._prefixes):
-            self._reject_malformed(key)
-        digest = self._digest(data)
+            return self._malformed(data, key)  # nothing looked up: no cache, no store
+        digest: bytes = self._new_hash(data).digest()
+        now = self.clock()
+        if now >= self._next_poll:
+            self._poll(now)
+        entry = self._cache_get(digest)
+        if entry is None or now >= entry.fresh_until:
+            loaded = self._load(digest, key, now)
+            if isinstance(loaded, AuthError):
+                return loaded
+            entry = loaded
+        else:
+            try:
+                self._cache_touch(digest)  # LRU order
+            except KeyError:
+                pass
+        return self._finish(entry, now, required_scopes, team_id)
+
+    async def check_async(
+        self, key: str, required_scopes: Collection[str] = (), team_id: str | None = None
+    ) -> Principal | AuthError:
+        """:meth:`check` for async code: a cache miss waits for the store in a worker thread.
+
+        .. versionadded:: 0.1.0
+        """
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
+            data = b""
+        if not well_formed_bytes(data, self._prefixes):
+            return self._malformed(data, key)
+        digest: bytes = self._new_hash(data).digest()
         now = self.clock()
         if now >= self._next_poll:
             await asyncio.to_thread(self._poll, now)
         entry = self.cache.peek(digest)
         if entry is None or now >= entry.fresh_until:
-            entry = await self._load_async(digest, key, now)
+            loaded = await self._load_async(digest, key, now)
+            if isinstance(loaded, AuthError):
+                return loaded
+            entry = loaded
         return self._finish(entry, now, required_scopes, team_id)
 
     def authorize(
@@ -250,11 +314,11 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
-        try:
-            return authorize(principal, required_scopes, team_id)
-        except AuthError as error:
-            self._emit(AuditEvent.failure(error, principal))
-            raise
+        error = refusal(principal, required_scopes, team_id)
+        if error is None:
+            return principal
+        self._emit(AuditEvent.failure(error, principal))
+        raise error
 
     def close(self) -> None:
         """Flush pending ``last_used_at`` writes and stop listening for changes. Idempotent.
@@ -289,33 +353,37 @@ class Authenticator:
             self._emit(AuditEvent.failure(error))
             raise
         if key is None and required:
-            self._fail(MissingKeyError())
+            raise self._audited(MissingKeyError())
         return key
 
-    def _reject_malformed(self, key: str) -> NoReturn:
-        """Refuse a key that fails the format checks (or a test key where they are not
-        accepted). Nothing is looked up for it: no cache, no store."""
-        if self.accept_test_keys or not is_well_formed(key):
-            self._fail(InvalidKeyError(reason=Reason.MALFORMED))
-        self._fail(InvalidKeyError(reason=Reason.TEST_KEY), display_prefix(key))
+    def _malformed(self, data: bytes, key: str) -> AuthError:
+        """The refusal of a key that failed the format checks, or of a test key where those are
+        not accepted. Only a test key's display prefix is audited: of a malformed string,
+        nothing is kept."""
+        if data[:8] == b"sk_test_" and well_formed_bytes(data):
+            return self._audited(InvalidKeyError(reason=Reason.TEST_KEY), display_prefix(key))
+        if self._audit_failure:
+            return self._audited(InvalidKeyError(reason=Reason.MALFORMED))
+        return _MALFORMED
 
     def _finish(
         self, entry: Entry, now: float, required_scopes: Collection[str], team_id: str | None
-    ) -> Principal:
+    ) -> Principal | AuthError:
         grant = entry.grant
-        try:
-            principal = decide(grant, now, required_scopes, team_id)
-            if self._rate_limiter is not None:
-                self._rate_limiter.check(principal, now)
-        except AuthError as error:
-            self._emit(AuditEvent.failure(error, grant.principal))
-            raise
+        outcome = decide(grant, now, required_scopes, team_id)
+        if isinstance(outcome, AuthError):
+            return self._audited(outcome, principal=grant.principal)
+        if self._rate_limiter is not None:
+            try:
+                self._rate_limiter.check(outcome, now)
+            except AuthError as error:
+                return self._audited(error, principal=outcome)
         if now >= entry.touch_due:
             entry.touch_due = now + self._last_used_interval
-            self.last_used.mark(principal.key_id or "", now)
+            self.last_used.mark(grant.principal.key_id or "", now)
         if self._audit_success:
-            self._emit(AuditEvent.success(principal))
-        return principal
+            self._emit(AuditEvent.success(outcome))
+        return outcome
 
     def _fetch(self, digest: bytes, key: str) -> KeyRecord | None:
         """The store look-up (I/O). A key stored under a legacy digest is found and re-hashed."""
@@ -347,33 +415,27 @@ class Authenticator:
             raise InvalidKeyError(reason=Reason.UNKNOWN)
         return self.cache.put(digest, Grant.from_record(record), now, generation)
 
-    def _unknown_or_none(self, digest: bytes, key: str, now: float) -> None:
+    def _load(self, digest: bytes, key: str, now: float) -> Entry | AuthError:
+        """Negative cache, then the store (one load in flight per digest)."""
         if self.cache.is_known_unknown(digest, now):
-            self._fail(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
-
-    def _load(self, digest: bytes, key: str, now: float) -> Entry:
-        self._unknown_or_none(digest, key, now)
-
-        def load() -> Entry:
-            generation = self.cache.generation
-            return self._admit(digest, self._fetch(digest, key), now, generation)
-
+            if not self._audit_failure:
+                return _UNKNOWN
+            return self._audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
         try:
-            return self._flights.run(digest, load, timeout=self.store_timeout)
-        except TimeoutError as error:
-            raise self._failed(StoreUnavailableError(), display_prefix(key)) from error
+            return self._load_shared(digest, key, now)
         except AuthError as error:
-            raise self._failed(error, display_prefix(key)) from None
+            return self._audited(error, display_prefix(key))
 
-    async def _load_async(self, digest: bytes, key: str, now: float) -> Entry:
-        self._unknown_or_none(digest, key, now)
+    async def _load_async(self, digest: bytes, key: str, now: float) -> Entry | AuthError:
+        if self.cache.is_known_unknown(digest, now):
+            return self._audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
         # The load runs in our executor as a concurrent future that every waiting coroutine
         # shares, whatever its event loop; a waiter that is cancelled (client gone) or times out
         # leaves the load running for the others.
         with self._async_lock:
             future = self._async_flights.get(digest)
             if future is None:
-                future = self._executor().submit(self._load_quietly, digest, key, now)
+                future = self._executor().submit(self._load_shared, digest, key, now)
                 self._async_flights[digest] = future
                 future.add_done_callback(lambda done: self._landed(digest, done))
         try:
@@ -381,9 +443,11 @@ class Authenticator:
                 asyncio.shield(asyncio.wrap_future(future)), self.store_timeout
             )
         except TimeoutError as error:
-            raise self._failed(StoreUnavailableError(), display_prefix(key)) from error
+            failure = StoreUnavailableError()
+            failure.__cause__ = error
+            return self._audited(failure, display_prefix(key))
         except AuthError as error:
-            raise self._failed(error, display_prefix(key)) from None
+            return self._audited(error, display_prefix(key))
 
     def _landed(self, digest: bytes, future: concurrent.futures.Future[Entry]) -> None:
         with self._async_lock:
@@ -397,8 +461,13 @@ class Authenticator:
             )
         return self._pool
 
-    def _load_quietly(self, digest: bytes, key: str, now: float) -> Entry:
-        """The sync single-flight load, without auditing (the async driver audits once)."""
+    def _load_shared(self, digest: bytes, key: str, now: float) -> Entry:
+        """Fetch and admit, one call in flight per digest across threads.
+
+        Raises:
+            InvalidKeyError: unknown key.
+            StoreUnavailableError: the store failed, or another thread's load took too long.
+        """
 
         def load() -> Entry:
             generation = self.cache.generation
@@ -419,9 +488,9 @@ class Authenticator:
             self._next_poll = now + self.poll_interval
             # Whether successes are audited, refreshed here rather than asked of the logging
             # module on every request: a logging change takes effect within one poll interval.
-            self._audit_success = self._audit is not None or audit_logger.isEnabledFor(
-                logging.DEBUG
-            )
+            hooked = self._audit is not None
+            self._audit_success = hooked or audit_logger.isEnabledFor(logging.DEBUG)
+            self._audit_failure = hooked or audit_logger.isEnabledFor(logging.INFO)
             try:
                 self.store.poll_changes()
             except Exception:
@@ -437,12 +506,16 @@ class Authenticator:
 
     # -- failures ------------------------------------------------------------------------------
 
-    def _failed(self, error: AuthError, key_prefix: str | None = None) -> AuthError:
-        self._emit(AuditEvent.failure(error, key_prefix=key_prefix))
+    def _audited(
+        self,
+        error: AuthError,
+        key_prefix: str | None = None,
+        principal: Principal | None = None,
+    ) -> AuthError:
+        """Audit a refusal (when anyone listens; store failures always) and return it."""
+        if self._audit_failure or error.status_code >= 500:
+            self._emit(AuditEvent.failure(error, principal, key_prefix))
         return error
-
-    def _fail(self, error: AuthError, key_prefix: str | None = None) -> NoReturn:
-        raise self._failed(error, key_prefix)
 
     def _emit(self, event: AuditEvent) -> None:
         event.log()

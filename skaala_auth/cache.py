@@ -9,6 +9,11 @@
 - **Generations**: every invalidation bumps a counter; a load that started before an
   invalidation does not put its (possibly stale) result in the cache.
 
+Hot-path reads go around ``LRUCache.__getitem__`` (two Python-level calls, and a ``KeyError``
+raised on every miss) to the cache's own dict and ``OrderedDict`` (``dict.get`` plus
+``move_to_end``: the same LRU bookkeeping in two C calls). :func:`fast_lookup` checks that those
+internals are there and falls back to the public API if a cachetools release changes them.
+
 Thread-safety: reads take no lock. ``LRUCache.__getitem__`` is a dict read plus an
 ``OrderedDict.move_to_end``; racing a writer, the worst it can do is raise ``KeyError`` (read as a
 miss). Writers serialise on a lock and retry the rare ``RuntimeError`` an eviction can see when a
@@ -20,6 +25,7 @@ reader reorders the LRU under it.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -29,7 +35,7 @@ from cachetools import LRUCache
 from .stores.base import Change
 from .verify import Grant
 
-__all__ = ["Entry", "KeyCache", "SingleFlight"]
+__all__ = ["Entry", "KeyCache", "SingleFlight", "fast_lookup"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -42,6 +48,29 @@ class Entry:
     grant: Grant
     fresh_until: float
     touch_due: float = 0.0
+
+
+def fast_lookup(
+    lru: LRUCache[bytes, V],
+) -> tuple[Callable[[bytes], V | None], Callable[[bytes], None]]:
+    """``(get, touch)`` for the hot path: ``get(k)`` returns the entry or ``None`` without
+    raising, ``touch(k)`` marks it recently used (and may raise ``KeyError`` if a writer evicted
+    it meanwhile: ignore that)."""
+    data = getattr(lru, "_Cache__data", None)
+    order = getattr(lru, "_LRUCache__order", None)
+    if type(data) is dict and type(order) is OrderedDict:
+        return data.get, order.move_to_end
+
+    def get(key: bytes) -> V | None:  # pragma: no cover - only on a changed cachetools
+        try:
+            return lru[key]
+        except KeyError:
+            return None
+
+    def touch(key: bytes) -> None:  # pragma: no cover - get() already did it
+        pass
+
+    return get, touch
 
 
 class KeyCache:
@@ -65,6 +94,9 @@ class KeyCache:
         self.negative_ttl = negative_ttl
         self.positive: LRUCache[bytes, Entry] = LRUCache(max(maxsize, 1))
         self._negative: LRUCache[bytes, float] = LRUCache(max(negative_maxsize, 1))
+        lookup = fast_lookup(self.positive)
+        self._get, self._touch = lookup
+        self._negative_get = fast_lookup(self._negative)[0]
         self._enabled = maxsize > 0 and ttl > 0
         self._negative_enabled = negative_maxsize > 0 and negative_ttl > 0
         self._lock = threading.Lock()
@@ -80,17 +112,18 @@ class KeyCache:
 
     def peek(self, digest: bytes) -> Entry | None:
         """The entry for ``digest``, fresh or not (the caller checks ``fresh_until``)."""
-        try:  # not LRUCache.get: that is two Python-level calls (__contains__, __getitem__)
-            return self.positive[digest]
-        except KeyError:
-            return None
+        entry = self._get(digest)
+        if entry is not None:
+            try:
+                self._touch(digest)
+            except KeyError:  # evicted by a writer since the get: still a valid answer
+                pass
+        return entry
 
     def is_known_unknown(self, digest: bytes, now: float) -> bool:
         """True while ``digest`` is remembered as not in the store."""
-        try:
-            return now < self._negative[digest]
-        except KeyError:
-            return False
+        expiry = self._negative_get(digest)
+        return expiry is not None and now < expiry
 
     def put(self, digest: bytes, grant: Grant, now: float, generation: int) -> Entry:
         """Cache ``grant`` unless an invalidation happened since ``generation`` was read."""
@@ -141,10 +174,13 @@ class KeyCache:
 
 
 class _Call(Generic[V]):
+    # A plain lock, held by the leader until the result is in, is the cheapest "done" signal:
+    # a threading.Event builds a Condition and a second lock on every load.
     __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.value: V | None = None
         self.error: BaseException | None = None
 
@@ -172,8 +208,9 @@ class SingleFlight(Generic[K, V]):
             if call is None:
                 call = self._calls[key] = _Call()
         if not leader:
-            if not call.done.wait(timeout):
+            if not call.done.acquire(timeout=-1 if timeout is None else timeout):
                 raise TimeoutError("timed out waiting for a concurrent load")
+            call.done.release()  # let the next waiter through
             if call.error is not None:
                 raise call.error
             return call.value  # type: ignore[return-value]
@@ -186,7 +223,7 @@ class SingleFlight(Generic[K, V]):
         finally:
             with self._lock:
                 del self._calls[key]
-            call.done.set()
+            call.done.release()
 
     def in_flight(self) -> int:
         with self._lock:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from .errors import InvalidRequestError
 
-__all__ = ["HeadersLike", "check_query_string", "extract_key"]
+__all__ = ["HeadersLike", "check_query_string", "environ_headers", "extract_key"]
 
 #: Request headers as the core takes them: a mapping (names in any case), or the raw
 #: ``(name, value)`` pairs, ``str`` or ``bytes`` (ASGI's ``scope["headers"]`` as it is), which is
@@ -96,6 +96,25 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
     if query_string:
         check_query_string(query_string)
     return found
+
+
+def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
+    """The credential headers of a WSGI environ (or of Django's ``request.META``, under WSGI and
+    ASGI alike), as the ``(name, value)`` pairs :func:`extract_key` takes.
+
+    Servers merge a repeated header into one value joined by commas, and a comma is never part
+    of a key, so :func:`extract_key` still refuses a repeated header.
+
+    .. versionadded:: 0.1.0
+    """
+    pairs: list[tuple[str, str]] = []
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    if isinstance(authorization, str):
+        pairs.append(("authorization", authorization))
+    api_key = environ.get("HTTP_X_API_KEY")
+    if isinstance(api_key, str):
+        pairs.append(("x-api-key", api_key))
+    return pairs
 
 
 def check_query_string(query_string: str | bytes) -> None:

@@ -101,13 +101,19 @@ class AuthError(Exception):
 
     status_code: ClassVar[int]
     error: ClassVar[str]
-    default_message: ClassVar[str]
-    default_reason: ClassVar[Reason]
+    #: Class-level defaults, overridden per instance only when given: creating an error is on
+    #: the refusal path, which must stay cheap (junk keys are refused in bulk).
+    message: str
+    reason: Reason
 
     def __init__(self, message: str | None = None, *, reason: Reason | None = None) -> None:
-        self.message = message if message is not None else self.default_message
-        self.reason = reason if reason is not None else self.default_reason
-        super().__init__(self.message)
+        if message is not None:
+            self.message = message
+        if reason is not None:
+            self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def body(self) -> dict[str, object]:
@@ -143,8 +149,8 @@ class InvalidRequestError(AuthError):
 
     status_code = 400
     error = "invalid_request"
-    default_message = "Invalid authentication request"
-    default_reason = Reason.INVALID_REQUEST
+    message = "Invalid authentication request"
+    reason = Reason.INVALID_REQUEST
 
     def www_authenticate(self) -> str:
         return f'Bearer realm="{REALM}", error="invalid_request"'
@@ -158,8 +164,8 @@ class MissingKeyError(AuthError):
 
     status_code = 401
     error = "unauthorized"
-    default_message = "Missing API key"
-    default_reason = Reason.MISSING
+    message = "Missing API key"
+    reason = Reason.MISSING
 
     def www_authenticate(self) -> str:
         return f'Bearer realm="{REALM}"'
@@ -177,11 +183,11 @@ class InvalidKeyError(AuthError):
 
     status_code = 401
     error = "unauthorized"
-    default_message = "Invalid API key"
-    default_reason = Reason.UNKNOWN
+    message = "Invalid API key"
+    reason = Reason.UNKNOWN
 
     def __init__(self, *, reason: Reason = Reason.UNKNOWN) -> None:
-        super().__init__(reason=reason)
+        self.reason = reason
 
     def body_bytes(self) -> bytes:
         return _INVALID_KEY_BODY
@@ -198,8 +204,8 @@ class ForbiddenError(AuthError):
 
     status_code = 403
     error = "forbidden"
-    default_message = "Forbidden"
-    default_reason = Reason.INSUFFICIENT_SCOPE
+    message = "Forbidden"
+    reason = Reason.INSUFFICIENT_SCOPE
 
 
 class InsufficientScopeError(ForbiddenError):
@@ -211,11 +217,10 @@ class InsufficientScopeError(ForbiddenError):
     .. versionadded:: 0.1.0
     """
 
-    default_message = "Insufficient scopes"
-    default_reason = Reason.INSUFFICIENT_SCOPE
+    message = "Insufficient scopes"
+    reason = Reason.INSUFFICIENT_SCOPE
 
     def __init__(self, required: Iterable[str] = ()) -> None:
-        super().__init__()
         self.required = tuple(sorted(set(required)))
 
     def www_authenticate(self) -> str:
@@ -229,8 +234,8 @@ class TeamMismatchError(ForbiddenError):
     .. versionadded:: 0.1.0
     """
 
-    default_message = "API key does not belong to this team"
-    default_reason = Reason.TEAM_MISMATCH
+    message = "API key does not belong to this team"
+    reason = Reason.TEAM_MISMATCH
 
 
 class MembershipRevokedError(ForbiddenError):
@@ -239,8 +244,8 @@ class MembershipRevokedError(ForbiddenError):
     .. versionadded:: 0.1.0
     """
 
-    default_message = "User is not a member of this team"
-    default_reason = Reason.MEMBERSHIP_REVOKED
+    message = "User is not a member of this team"
+    reason = Reason.MEMBERSHIP_REVOKED
 
 
 class RateLimitedError(AuthError):
@@ -256,11 +261,10 @@ class RateLimitedError(AuthError):
 
     status_code = 429
     error = "rate_limited"
-    default_message = "Rate limit exceeded"
-    default_reason = Reason.RATE_LIMITED
+    message = "Rate limit exceeded"
+    reason = Reason.RATE_LIMITED
 
     def __init__(self, *, limit: int, remaining: int = 0, reset: float) -> None:
-        super().__init__()
         self.limit, self.remaining, self.reset = limit, remaining, reset
 
     def headers(self) -> list[tuple[str, str]]:
@@ -282,8 +286,8 @@ class ServiceUnavailableError(AuthError):
 
     status_code = 503
     error = "service_unavailable"
-    default_message = "Authentication is temporarily unavailable"
-    default_reason = Reason.STORE_UNAVAILABLE
+    message = "Authentication is temporarily unavailable"
+    reason = Reason.STORE_UNAVAILABLE
     retry_after: ClassVar[int] = 5
 
     def headers(self) -> list[tuple[str, str]]:

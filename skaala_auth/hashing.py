@@ -15,10 +15,11 @@ Stored digests describe themselves: ``sha256$<hex>``, ``blake2b-keyed$<hex>``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = ["Algorithm", "Hasher", "algorithm_of"]
 
@@ -50,10 +51,13 @@ class Hasher:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("algorithm", "digest", "_pepper")
+    __slots__ = ("algorithm", "digest", "new", "_pepper")
 
     algorithm: str
     digest: Callable[[bytes], bytes]
+    #: ``new(data).digest()`` is ``digest(data)`` without a Python-level call in between
+    #: (``hashlib`` constructors, or a ``functools.partial`` of one): the hot path uses it.
+    new: Callable[[bytes], Any]
 
     def __init__(
         self, pepper: bytes | str | None = None, algorithm: Algorithm | None = None
@@ -65,14 +69,17 @@ class Hasher:
                 raise ValueError(f"{algorithm!r} needs a pepper")
             self.algorithm = "sha256"
             self.digest = _sha256
+            self.new = hashlib.sha256
         else:
             if not 16 <= len(pepper) <= 64:
                 raise ValueError("the pepper must be 16 to 64 bytes long")
             self.algorithm = algorithm or "blake2b-keyed"
             if self.algorithm == "blake2b-keyed":
                 self.digest = _blake2b(pepper)
+                self.new = functools.partial(hashlib.blake2b, key=pepper, digest_size=32)
             elif self.algorithm == "hmac-sha256":
                 self.digest = _hmac_sha256(pepper)
+                self.new = functools.partial(hmac.new, pepper, digestmod="sha256")
             else:
                 raise ValueError(f"unknown keyed algorithm {self.algorithm!r}")
         self._pepper = pepper

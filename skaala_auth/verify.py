@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from .errors import (
+    AuthError,
     InsufficientScopeError,
     InvalidKeyError,
     MembershipRevokedError,
@@ -28,7 +29,7 @@ from .errors import (
 from .models import Principal, Role
 from .stores.base import KeyRecord
 
-__all__ = ["Grant", "authorize", "decide"]
+__all__ = ["Grant", "authorize", "decide", "refusal"]
 
 _NEVER = float("inf")
 
@@ -66,15 +67,32 @@ class Grant:
         return cls(principal, min(key.expires_at.timestamp(), revoked), revoked, record.role)
 
 
-def authorize(
+def refusal(
     principal: Principal, required_scopes: Collection[str] = (), team_id: str | None = None
-) -> Principal:
-    """Check an authenticated principal against an endpoint's needs.
+) -> AuthError | None:
+    """Why ``principal`` may not make this request, or ``None`` when it may.
 
     Args:
         principal: who is calling.
         required_scopes: every one of these must be granted (AND).
         team_id: the team in the request path, if any: it must be the principal's team.
+
+    Returns:
+        :class:`TeamMismatchError`, :class:`InsufficientScopeError`, or ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+    if team_id is not None and team_id != principal.team_id:
+        return TeamMismatchError()
+    if required_scopes and not principal.scopes.issuperset(required_scopes):
+        return InsufficientScopeError(required_scopes)
+    return None
+
+
+def authorize(
+    principal: Principal, required_scopes: Collection[str] = (), team_id: str | None = None
+) -> Principal:
+    """:func:`refusal`, raising.
 
     Returns:
         ``principal``, unchanged.
@@ -85,29 +103,34 @@ def authorize(
 
     .. versionadded:: 0.1.0
     """
-    if team_id is not None and team_id != principal.team_id:
-        raise TeamMismatchError()
-    if required_scopes and not principal.scopes.issuperset(required_scopes):
-        raise InsufficientScopeError(required_scopes)
+    error = refusal(principal, required_scopes, team_id)
+    if error is not None:
+        raise error
     return principal
 
 
 def decide(
     grant: Grant, now: float, required_scopes: Collection[str] = (), team_id: str | None = None
-) -> Principal:
-    """Decide one request for a loaded key.
+) -> Principal | AuthError:
+    """Decide one request for a loaded key. Returns the error rather than raising it: this runs
+    on every request, and adapters render errors rather than catch them.
 
-    Raises:
-        InvalidKeyError: revoked or expired at ``now`` (the boundary instant is refused).
-        MembershipRevokedError: the key's user has left the key's team.
-        TeamMismatchError: see :func:`authorize`.
-        InsufficientScopeError: see :func:`authorize`.
+    Returns:
+        The principal, or: :class:`InvalidKeyError` (revoked or expired at ``now``; the boundary
+        instant is refused), :class:`MembershipRevokedError` (the key's user has left the key's
+        team), or what :func:`refusal` returns.
 
     .. versionadded:: 0.1.0
     """
     if now >= grant.not_after:
         revoked = now >= grant.revoked_at
-        raise InvalidKeyError(reason=Reason.REVOKED if revoked else Reason.EXPIRED)
+        return InvalidKeyError(reason=Reason.REVOKED if revoked else Reason.EXPIRED)
     if grant.role is None:
-        raise MembershipRevokedError()
-    return authorize(grant.principal, required_scopes, team_id)
+        return MembershipRevokedError()
+    principal = grant.principal
+    # refusal(), inlined: this is the per-request path.
+    if team_id is not None and team_id != principal.team_id:
+        return TeamMismatchError()
+    if required_scopes and not principal.scopes.issuperset(required_scopes):
+        return InsufficientScopeError(required_scopes)
+    return principal

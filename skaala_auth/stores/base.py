@@ -58,22 +58,24 @@ Subscriber = Callable[[Change], None]
 
 
 class ChangeFeed:
-    """Delivers :class:`Change` events to subscribers, holding them weakly so that an
-    authenticator that is dropped without ``close()`` does not live on through its store.
+    """Delivers :class:`Change` events to subscribers.
+
+    A bound method (an authenticator's) is held weakly, so that an authenticator dropped without
+    ``close()`` does not live on through its store; any other callable is held strongly.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: list[weakref.ReferenceType[Subscriber]] = []
+        self._subscribers: list[Callable[[], Subscriber | None]] = []
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        ref: weakref.ReferenceType[Subscriber]
+        ref: Callable[[], Subscriber | None]
         try:
             ref = weakref.WeakMethod(callback)
-        except TypeError:
-            ref = weakref.ref(callback)
+        except TypeError:  # not a bound method of a weak-referenceable object
+            ref = _Strong(callback)
         with self._lock:
             self._subscribers.append(ref)
 
@@ -87,10 +89,20 @@ class ChangeFeed:
     def publish(self, change: Change) -> None:
         with self._lock:
             callbacks = [ref() for ref in self._subscribers]
-            self._subscribers = [ref for ref in self._subscribers if ref() is not None]
+            self._subscribers = [r for r, c in zip(self._subscribers, callbacks, strict=True) if c]
         for callback in callbacks:
             if callback is not None:
                 callback(change)
+
+
+class _Strong:
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Subscriber) -> None:
+        self.callback = callback
+
+    def __call__(self) -> Subscriber:
+        return self.callback
 
 
 @runtime_checkable

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skaala_auth import InvalidRequestError, generate_key
+from skaala_auth.credentials import check_query_string, extract_key
+
+KEY = generate_key()
+
+
+class TestExtract:
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Authorization": f"Bearer {KEY}"},
+            {"authorization": f"bearer {KEY}"},
+            {"AUTHORIZATION": f"BEARER   {KEY}  "},
+            {"X-API-Key": KEY},
+            {"x-api-key": f" {KEY} "},
+            [("Authorization", f"Bearer {KEY}"), ("Accept", "*/*")],
+            [(b"host", b"x"), (b"authorization", f"Bearer {KEY}".encode())],
+            [(b"x-api-key", KEY.encode())],
+            {"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": KEY},
+        ],
+        ids=[
+            "bearer",
+            "lower",
+            "upper-spaces",
+            "x-api-key",
+            "x-api-key-padded",
+            "pairs",
+            "asgi-bearer",
+            "asgi-x-api-key",
+            "basic-plus-x-api-key",
+        ],
+    )
+    def test_if_one_credential_then_it_is_returned(self, headers: object) -> None:
+        assert extract_key(headers) == KEY  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": ""}, {"Accept": "x"}],
+        ids=["none", "basic", "empty-authorization", "unrelated"],
+    )
+    def test_if_no_credential_of_ours_then_none(self, headers: dict[str, str]) -> None:
+        assert extract_key(headers) is None
+
+    @pytest.mark.parametrize(
+        ("headers", "message"),
+        [
+            ({"Authorization": f"Bearer {KEY}", "X-API-Key": KEY}, "one header"),
+            ([("Authorization", f"Bearer {KEY}"), ("authorization", f"Bearer {KEY}")], "Repeated"),
+            ([(b"x-api-key", KEY.encode()), (b"x-api-key", KEY.encode())], "Repeated"),
+            ([("Authorization", "Basic x"), ("Authorization", f"Bearer {KEY}")], "Repeated"),
+            ({"Authorization": "Bearer"}, "Empty bearer"),
+            ({"Authorization": "Bearer    "}, "Empty bearer"),
+            ({"X-API-Key": "  "}, "Empty X-API-Key"),
+            ({"X-API-Key": f"{KEY}, {KEY}"}, "one header"),
+            ({"Authorization": f"Bearer {KEY},Bearer {KEY}"}, "one header"),
+        ],
+        ids=[
+            "both",
+            "repeated-authorization",
+            "repeated-x-api-key",
+            "basic-and-bearer",
+            "empty-bearer",
+            "blank-bearer",
+            "blank-x-api-key",
+            "merged",
+            "merged-bearer",
+        ],
+    )
+    def test_if_ambiguous_then_400(self, headers: object, message: str) -> None:
+        with pytest.raises(InvalidRequestError, match=message) as caught:
+            extract_key(headers)  # type: ignore[arg-type]
+        assert caught.value.status_code == 400
+        assert KEY not in str(caught.value)
+
+    @given(st.dictionaries(st.text(max_size=20), st.text(max_size=80), max_size=6))
+    def test_if_arbitrary_headers_then_key_none_or_400(self, headers: dict[str, str]) -> None:
+        try:
+            found = extract_key(headers)
+        except InvalidRequestError:
+            return
+        assert found is None or isinstance(found, str)
+
+
+class TestQueryString:
+    @pytest.mark.parametrize(
+        "query",
+        [
+            f"api_key={KEY}",
+            f"page=2&access_token={KEY}",
+            f"x={KEY}",
+            "apikey=",
+            f"q=%20{KEY}",
+            f"API_KEY={KEY}".encode(),
+            "token=abc&bearer=1",
+        ],
+    )
+    def test_if_key_in_query_then_400(self, query: str | bytes) -> None:
+        with pytest.raises(InvalidRequestError, match="query string"):
+            check_query_string(query)
+
+    @pytest.mark.parametrize("query", ["", "page=2&sort=name", "q=sk_", "token_count=3"])
+    def test_if_ordinary_query_then_accepted(self, query: str) -> None:
+        check_query_string(query)
+        assert extract_key({"X-API-Key": KEY}, query) == KEY
+
+    def test_if_header_key_and_query_key_then_400(self) -> None:
+        with pytest.raises(InvalidRequestError):
+            extract_key({"X-API-Key": KEY}, f"api_key={KEY}")

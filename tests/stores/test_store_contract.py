@@ -1,0 +1,174 @@
+"""One contract for every KeyStore: memory and SQLite (PostgreSQL joins when it exists)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from skaala_auth import ApiKey, Member, MemoryKeyStore, Role
+from skaala_auth.stores.base import Change, KeyStore
+
+T0 = datetime(2027, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def key(number: int = 1, team: str = "team_1", user: str = "user_1") -> ApiKey:
+    return ApiKey(
+        id=f"key_{number}",
+        team_id=team,
+        user_id=user,
+        name=f"key {number}",
+        scopes=frozenset({"read:bookings", "write:bookings"}),
+        prefix=f"sk_live_AbC{number}…wxyz",
+        created_at=T0 + timedelta(seconds=number),
+        expires_at=T0 + timedelta(days=365),
+    )
+
+
+@pytest.fixture
+def store(any_store: KeyStore) -> KeyStore:
+    any_store.add_member(Member("team_1", "user_1", Role.OWNER, T0))
+    return any_store
+
+
+@pytest.fixture
+def changes(store: KeyStore) -> list[Change]:
+    seen: list[Change] = []
+    store._test_callback = seen.append  # type: ignore[attr-defined]  # keep a strong ref
+    store.subscribe(store._test_callback)  # type: ignore[attr-defined]
+    return seen
+
+
+class TestKeys:
+    def test_if_inserted_then_found_by_digest_with_role(self, store: KeyStore) -> None:
+        store.insert_key(key(), "sha256$aa")
+        record = store.find_key("sha256$aa")
+        assert record is not None
+        assert record.key == key() and record.digest == "sha256$aa" and record.role is Role.OWNER
+        assert store.find_key("sha256$ab") is None
+        assert "sha256$aa" not in repr(record)
+
+    def test_if_times_stored_then_exact_to_the_microsecond(self, store: KeyStore) -> None:
+        store.insert_key(key(), "d1")
+        assert store.get_key("key_1") == key()
+
+    def test_if_member_gone_then_role_is_none(self, store: KeyStore) -> None:
+        store.insert_key(key(), "d1")
+        assert store.remove_member("team_1", "user_1") is True
+        assert store.remove_member("team_1", "user_1") is False
+        record = store.find_key("d1")
+        assert record is not None and record.role is None
+
+    def test_if_duplicate_digest_then_refused(self, store: KeyStore) -> None:
+        store.insert_key(key(1), "d1")
+        with pytest.raises(Exception):  # noqa: B017 - each store raises its own integrity error
+            store.insert_key(key(2), "d1")
+        assert store.get_key("key_2") is None
+
+    def test_if_listed_then_team_only_newest_first(self, store: KeyStore) -> None:
+        store.insert_key(key(1), "d1")
+        store.insert_key(key(2), "d2")
+        store.insert_key(key(3, team="team_2"), "d3")
+        assert [k.id for k in store.list_keys("team_1")] == ["key_2", "key_1"]
+        assert store.list_keys("nobody") == []
+
+    def test_if_revoked_twice_then_first_time_kept(self, store: KeyStore) -> None:
+        store.insert_key(key(), "d1")
+        first = store.revoke_key("key_1", T0 + timedelta(hours=1))
+        assert first is not None and first.revoked_at == T0 + timedelta(hours=1)
+        again = store.revoke_key("key_1", T0 + timedelta(hours=2))
+        assert again is not None and again.revoked_at == T0 + timedelta(hours=1)
+        assert store.revoke_key("key_404", T0) is None
+
+    def test_if_rotated_then_old_expiry_shortened_and_new_inserted(self, store: KeyStore) -> None:
+        store.insert_key(key(1), "d1")
+        successor = dataclasses.replace(key(2), rotated_from="key_1")
+        store.rotate_key("key_1", T0 + timedelta(days=1), successor, "d2")
+        old = store.get_key("key_1")
+        assert old is not None and old.expires_at == T0 + timedelta(days=1)
+        found = store.find_key("d2")
+        assert found is not None and found.key.rotated_from == "key_1"
+
+    def test_if_rehashed_then_found_under_the_new_digest_only(self, store: KeyStore) -> None:
+        store.insert_key(key(), "sha256$old")
+        store.update_digest("key_1", "sha256$old", "blake2b-keyed$new")
+        assert store.find_key("sha256$old") is None
+        assert store.find_key("blake2b-keyed$new") is not None
+        store.update_digest("key_1", "sha256$gone", "x$y")  # stale: nothing happens
+        assert store.find_key("blake2b-keyed$new") is not None
+
+    def test_if_last_used_recorded_then_only_forward(self, store: KeyStore) -> None:
+        store.insert_key(key(), "d1")
+        store.record_last_used({"key_1": T0 + timedelta(minutes=5), "key_404": T0})
+        store.record_last_used({"key_1": T0 + timedelta(minutes=1)})
+        stored = store.get_key("key_1")
+        assert stored is not None and stored.last_used_at == T0 + timedelta(minutes=5)
+        store.record_last_used({})
+
+
+class TestMembers:
+    def test_if_added_then_listed_and_role_updatable(self, store: KeyStore) -> None:
+        store.add_member(Member("team_1", "user_2", Role.MEMBER, T0))
+        store.add_member(Member("team_1", "user_2", Role.ADMIN, T0))
+        assert [(m.user_id, m.role) for m in store.list_members("team_1")] == [
+            ("user_1", Role.OWNER),
+            ("user_2", Role.ADMIN),
+        ]
+        assert store.get_member("team_1", "user_2") == Member("team_1", "user_2", Role.ADMIN, T0)
+        assert store.get_member("team_2", "user_2") is None
+
+
+class TestChanges:
+    def test_if_validity_changes_then_subscribers_hear_it(
+        self, store: KeyStore, changes: list[Change]
+    ) -> None:
+        store.insert_key(key(), "d1")
+        store.revoke_key("key_1", T0)
+        store.remove_member("team_1", "user_1")
+        assert changes == [
+            Change("key", key_id="key_1"),
+            Change("key", key_id="key_1"),
+            Change("member", team_id="team_1", user_id="user_1"),
+        ]
+
+    def test_if_unsubscribed_then_silent(self, store: KeyStore) -> None:
+        seen: list[Change] = []
+        unsubscribe = store.subscribe(seen.append)
+        unsubscribe()
+        unsubscribe()
+        store.insert_key(key(), "d1")
+        assert seen == []
+
+    def test_if_polled_without_other_writers_then_nothing(
+        self, store: KeyStore, changes: list[Change]
+    ) -> None:
+        store.poll_changes()
+        assert changes == []
+
+
+class TestThreads:
+    def test_if_many_threads_write_and_read_then_consistent(self, store: KeyStore) -> None:
+        errors: list[BaseException] = []
+
+        def work(offset: int) -> None:
+            try:
+                for n in range(offset, offset + 25):
+                    store.insert_key(key(n), f"d{n}")
+                    assert store.find_key(f"d{n}") is not None
+                    store.record_last_used({f"key_{n}": T0})
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i * 100,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(store.list_keys("team_1")) == 100
+
+
+def test_if_memory_store_then_repr_counts() -> None:
+    assert repr(MemoryKeyStore()) == "MemoryKeyStore(keys=0, members=0)"
