@@ -35,12 +35,34 @@ from .models import Principal
 from .stores.base import Change, KeyRecord, KeyStore
 from .verify import Grant, decide, refusal
 
-__all__ = ["Authenticator", "Clock", "RateLimiter"]
+__all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
 # Shared refusals for junk, returned by check() when no audit listener wants a fresh event:
 # a flood of junk keys then costs no allocation at all. Never raised (see _raisable).
 _MALFORMED = InvalidKeyError(reason=Reason.MALFORMED)
 _UNKNOWN = InvalidKeyError(reason=Reason.UNKNOWN)
+
+
+#: The authenticator every Authenticator defers to while a test overrides them (see
+#: :func:`override` and ``skaala_auth.testing``). ``None`` in production: one global read per
+#: request.
+_override: Authenticator | None = None
+
+
+def override(authenticator: Authenticator | None) -> Authenticator | None:
+    """Make every :class:`Authenticator` in this process defer to ``authenticator`` (``None``
+    ends the override). Returns the previous override.
+
+    This is how a test runs a real app — whose middleware was built with the production
+    authenticator at import time — against a test store and clock, with no change to the app.
+    Use it through ``skaala_auth.testing.override_authenticator`` or the pytest fixture
+    ``skaala_auth_override``; never in production code.
+
+    .. versionadded:: 0.1.0
+    """
+    global _override
+    previous, _override = _override, authenticator
+    return previous
 
 
 def _raisable(error: AuthError) -> AuthError:
@@ -189,6 +211,14 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        if _override is not None and _override is not self:
+            return _override.authenticate(
+                headers,
+                required_scopes=required_scopes,
+                team_id=team_id,
+                query_string=query_string,
+                required=required,
+            )
         key = self._extract(headers, query_string, required)
         if key is None:
             return None
@@ -208,6 +238,14 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        if _override is not None and _override is not self:
+            return await _override.authenticate_async(
+                headers,
+                required_scopes=required_scopes,
+                team_id=team_id,
+                query_string=query_string,
+                required=required,
+            )
         key = self._extract(headers, query_string, required)
         if key is None:
             return None
@@ -253,6 +291,8 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        if _override is not None and _override is not self:
+            return _override.check(key, required_scopes, team_id)
         try:
             data = key.encode()
         except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
@@ -283,6 +323,8 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        if _override is not None and _override is not self:
+            return await _override.check_async(key, required_scopes, team_id)
         try:
             data = key.encode()
         except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
@@ -314,6 +356,8 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        if _override is not None and _override is not self:
+            return _override.authorize(principal, required_scopes=required_scopes, team_id=team_id)
         error = refusal(principal, required_scopes, team_id)
         if error is None:
             return principal
