@@ -136,3 +136,24 @@ class TestAcrossProcesses:
         store = SQLiteKeyStore(path)
         assert len(store.list_keys("t")) == 60
         store.close()
+
+
+def test_if_process_exits_without_close_then_last_used_is_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    store = SQLiteKeyStore(path)
+    manager = KeyManager(store)
+    manager.add_member(team_id="t", user_id="u")
+    key, record = manager.create_key(team_id="t", user_id="u", scopes=["read:calls"])
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from skaala_auth import Authenticator, SQLiteKeyStore
+        auth = Authenticator(SQLiteKeyStore({str(path)!r}), last_used_interval=3600)
+        auth.verify(sys.stdin.readline().strip())
+        # no close(): the atexit hook must write the pending mark
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], input=key + "\n", text=True, check=True)
+    stored = store.get_key(record.id)
+    assert stored is not None and stored.last_used_at is not None
+    store.close()
