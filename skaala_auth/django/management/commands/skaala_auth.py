@@ -1,0 +1,79 @@
+"""``manage.py skaala_auth …``: the ``skaala-auth`` command line, on the store that the
+``SKAALA_AUTH`` setting names.
+
+::
+
+    python manage.py skaala_auth members add --team team_1 --user user_1 --role owner
+    python manage.py skaala_auth keys create --team team_1 --user user_1 --scope read:bookings
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from skaala_auth import cli
+from skaala_auth.django.conf import get_authenticator
+from skaala_auth.stores import SQLiteKeyStore
+
+
+class Command(BaseCommand):  # type: ignore[misc]
+    help = (
+        "Manage API keys and team members (the skaala-auth command line) on the store of the "
+        "SKAALA_AUTH setting. 'manage.py skaala_auth --help' lists the commands."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arguments", nargs=argparse.REMAINDER, help="skaala-auth arguments")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        argv = [*_store_arguments(), *options["arguments"]]
+        self.stdout.ending = ""  # the CLI writes whole lines itself
+        with _pepper(), contextlib.redirect_stdout(self.stdout):
+            status = cli.main(argv)
+        if status:
+            raise CommandError(f"skaala-auth exited with status {status}", returncode=status)
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        if argv[2:3] in (["-h"], ["--help"]):  # the CLI's help, which lists its commands
+            raise SystemExit(cli.main(["--help"]))
+        super().run_from_argv(argv)
+
+
+def _store_arguments() -> list[str]:
+    from django.conf import settings
+
+    options = getattr(settings, "SKAALA_AUTH", {})
+    if "DSN" in options:
+        return ["--dsn", str(options["DSN"])]
+    if "DB" in options:
+        return ["--db", os.fspath(options["DB"])]
+    if "AUTHENTICATOR" in options:
+        store = get_authenticator().store
+        if isinstance(store, SQLiteKeyStore):
+            return ["--db", store.path]
+    raise CommandError("set SKAALA_AUTH['DB'] or ['DSN'] to manage keys from manage.py")
+
+
+@contextlib.contextmanager
+def _pepper() -> Iterator[None]:
+    """Hand ``SKAALA_AUTH["PEPPER"]`` to the CLI, which reads it from the environment: keys made
+    without the service's pepper would never authenticate."""
+    from django.conf import settings
+
+    pepper = getattr(settings, "SKAALA_AUTH", {}).get("PEPPER")
+    if pepper is None or "SKAALA_AUTH_PEPPER" in os.environ:
+        yield
+        return
+    os.environ["SKAALA_AUTH_PEPPER"] = pepper if isinstance(pepper, str) else pepper.decode()
+    try:
+        yield
+    finally:
+        del os.environ["SKAALA_AUTH_PEPPER"]

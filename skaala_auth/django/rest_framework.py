@@ -1,0 +1,141 @@
+"""Django REST framework: :class:`ApiKeyAuthentication` and the :class:`HasScopes` permission.
+
+::
+
+    from skaala_auth.django.rest_framework import ApiKeyAuthentication, HasScopes
+
+    class BookingList(APIView):
+        authentication_classes = [ApiKeyAuthentication]
+        permission_classes = [HasScopes("read:bookings")]   # or [HasScopes] + required_scopes
+
+Refusals keep the contract: status, ``WWW-Authenticate``, ``Retry-After`` and
+``Cache-Control: no-store`` are set, and the body is the contract's JSON object (byte-identical
+with DRF's ``JSONRenderer``; another renderer renders the same object its own way).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from rest_framework.authentication import BaseAuthentication
+    from rest_framework.exceptions import APIException
+    from rest_framework.permissions import BasePermission
+    from rest_framework.request import Request
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "skaala_auth.django.rest_framework needs Django REST framework: "
+        "pip install 'skaala-auth[drf]'"
+    ) from error
+
+from ..errors import AuthError
+from ..models import Principal
+from .middleware import check, is_preflight
+
+__all__ = ["ApiKeyAuthentication", "ApiKeyRefused", "ApiKeyUser", "HasScopes"]
+
+_RENDERED_BY_DRF = frozenset({"content-type", "www-authenticate", "retry-after"})
+
+
+class ApiKeyUser:
+    """``request.user`` for a request authenticated by a key: authenticated, not a Django user.
+
+    Attributes:
+        principal: the :class:`~skaala_auth.Principal` (also ``request.auth``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.pk = self.id = self.username = principal.user_id
+
+    def __str__(self) -> str:
+        return self.principal.user_id
+
+    def __repr__(self) -> str:
+        return f"ApiKeyUser({self.principal.user_id!r}, key_id={self.principal.key_id!r})"
+
+
+class ApiKeyRefused(APIException):  # type: ignore[misc]
+    """A refusal, carried through DRF's exception handling with the contract's rendering.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, error: AuthError, view: Any = None) -> None:
+        super().__init__(detail=error.body)
+        self.status_code = error.status_code
+        headers = dict(error.headers())
+        self.auth_header = headers.get("www-authenticate")
+        self.wait = int(headers["retry-after"]) if "retry-after" in headers else None
+        # DRF's default handler renders only the two headers above; the view adds its
+        # ``headers`` to every response it finalises, so the rest goes there.
+        if view is not None and isinstance(getattr(view, "headers", None), dict):
+            view.headers.update(
+                (name, value) for name, value in headers.items() if name not in _RENDERED_BY_DRF
+            )
+
+
+class ApiKeyAuthentication(BaseAuthentication):  # type: ignore[misc]
+    """Authenticate a DRF request by its API key: ``request.user`` is an :class:`ApiKeyUser`,
+    ``request.auth`` the :class:`~skaala_auth.Principal`. No credentials: not authenticated
+    (``None``), so other authentication classes get their turn; a bad key: 401.
+
+    Uses ``request.principal`` when :class:`~skaala_auth.django.ApiKeyMiddleware` has run.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def authenticate(self, request: Request) -> tuple[ApiKeyUser, Principal] | None:
+        django_request = request._request
+        principal = getattr(django_request, "principal", None)
+        if principal is None:
+            try:
+                principal = check(django_request, required=False)
+            except AuthError as error:
+                raise ApiKeyRefused(error, request.parser_context.get("view")) from None
+        if principal is None:
+            return None
+        return ApiKeyUser(principal), principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class HasScopes(BasePermission):  # type: ignore[misc]
+    """Require a valid key with every one of the scopes (AND).
+
+    Give the scopes to the permission (``permission_classes = [HasScopes("read:bookings")]``),
+    or list the class and set ``required_scopes`` on the view. The team is the view's
+    ``team_param`` URL keyword argument (default ``team_id``) when the route has one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, *scopes: str) -> None:
+        self.scopes = scopes
+
+    def __call__(self) -> HasScopes:
+        # DRF instantiates each entry of permission_classes; an instance stands for itself.
+        return self
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        django_request = request._request
+        if is_preflight(django_request):
+            return True
+        scopes = self.scopes or tuple(getattr(view, "required_scopes", ()))
+        team_id = view.kwargs.get(getattr(view, "team_param", "team_id"))
+        try:
+            check(django_request, scopes, team_id)
+        except AuthError as error:
+            raise ApiKeyRefused(error, view) from None
+        return True

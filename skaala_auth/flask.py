@@ -1,0 +1,188 @@
+"""Flask: the :class:`SkaalaAuth` extension and the :func:`requires_scope` decorator.
+
+::
+
+    from flask import Flask, g
+    from skaala_auth.flask import SkaalaAuth, requires_scope
+
+    app = Flask(__name__)
+    SkaalaAuth(app, authenticator=auth)   # or SkaalaAuth() + init_app(app), or app.config
+
+    @app.get("/teams/<team_id>/bookings")
+    @requires_scope("read:bookings")
+    def bookings(team_id: str):
+        return {"team": g.principal.team_id}
+
+The extension wraps ``app.wsgi_app`` with :class:`skaala_auth.wsgi.ApiKeyMiddleware` (Flask is a
+WSGI application, and this module is built on that one): a bad key is answered before Flask
+builds a request, and every view sees ``flask.g.principal`` (``None`` when anonymous). Refusals
+are returned as responses, never raised, so the app's own error handlers cannot reshape them.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+try:
+    from flask import Blueprint, Flask, current_app, has_request_context, request
+    from flask.ctx import _AppCtxGlobals
+    from flask.typing import ResponseReturnValue
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError("skaala_auth.flask needs Flask: pip install 'skaala-auth[flask]'") from error
+
+from .authenticator import Authenticator
+from .credentials import environ_headers
+from .errors import AuthError
+from .rules import Rules, is_cors_preflight
+from .stores import SQLiteKeyStore
+from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
+
+__all__ = ["SkaalaAuth", "requires_scope"]
+
+T = TypeVar("T")  # a view function, a Blueprint or a Flask app
+_EXTENSION = "skaala_auth"
+
+
+class SkaalaAuth:
+    """The Flask extension.
+
+    Args:
+        app: the application, or ``None`` to call :meth:`init_app` later (application factory).
+        authenticator: the :class:`~skaala_auth.Authenticator`. Without one, each application
+            builds its own from its config: ``SKAALA_AUTH_DB`` (SQLite path, required then),
+            ``SKAALA_AUTH_PEPPER``, ``SKAALA_AUTH_CACHE_TTL``,
+            ``SKAALA_AUTH_ACCEPT_TEST_KEYS``.
+        rules: a :class:`~skaala_auth.rules.Rules` table for paths that no decorator protects;
+            default from ``SKAALA_AUTH_RULES`` (a ``Rules``, or rows) with ``SKAALA_AUTH_PUBLIC``
+            and ``SKAALA_AUTH_PROTECT``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        authenticator: Authenticator | None = None,
+        rules: Rules | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._rules = rules
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Install the extension on ``app``: state in ``app.extensions["skaala_auth"]``."""
+        if _EXTENSION in app.extensions:
+            raise RuntimeError("SkaalaAuth is already installed on this app")
+        config = app.config
+        authenticator = self._authenticator
+        if authenticator is None:
+            if "SKAALA_AUTH_DB" not in config:
+                raise RuntimeError(
+                    "SkaalaAuth needs authenticator=Authenticator(store) or SKAALA_AUTH_DB"
+                )
+            authenticator = Authenticator(
+                SQLiteKeyStore(config["SKAALA_AUTH_DB"]),
+                pepper=config.get("SKAALA_AUTH_PEPPER"),
+                cache_ttl=config.get("SKAALA_AUTH_CACHE_TTL", 30.0),
+                accept_test_keys=config.get("SKAALA_AUTH_ACCEPT_TEST_KEYS", False),
+            )
+        rules = self._rules if self._rules is not None else config.get("SKAALA_AUTH_RULES")
+        if not isinstance(rules, Rules):
+            rules = Rules(
+                rules or (),
+                public=config.get("SKAALA_AUTH_PUBLIC", ()),
+                protect=config.get("SKAALA_AUTH_PROTECT", ()),
+            )
+        app.extensions[_EXTENSION] = authenticator
+        app.wsgi_app = ApiKeyMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, authenticator=authenticator, rules=rules
+        )
+        if not issubclass(app.app_ctx_globals_class, _Globals):
+            globals_class = type("SkaalaAuthGlobals", (_Globals, app.app_ctx_globals_class), {})
+            app.app_ctx_globals_class = cast("type[_AppCtxGlobals]", globals_class)
+
+
+class _Globals:
+    """Mixed into the app's ``g`` class: ``g.principal`` reads the request's principal where
+    the middleware left it (no per-request hook to pay for). Assigning ``g.principal`` works
+    as for any attribute of ``g``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "principal":
+            return request.environ.get(PRINCIPAL_KEY) if has_request_context() else None
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+def requires_scope(*scopes: str, team_param: str = "team_id") -> Callable[[T], T]:
+    """Require a valid key with every one of ``scopes`` (AND) for a view, or for every view of a
+    blueprint (``requires_scope("read:bookings")(blueprint)``).
+
+    The team is the ``team_param`` view argument, when the route has one: it must be the key's
+    team. A CORS preflight is let through. On success ``flask.g.principal`` is the principal.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def decorate(target: T) -> T:
+        if isinstance(target, Flask | Blueprint):
+            target.before_request(lambda: _check(scopes, (request.view_args or {}).get(team_param)))
+            return target
+        function = cast(Callable[..., Any], target)
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_view(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+                refusal = _check(scopes, kwargs.get(team_param))
+                return refusal if refusal is not None else await function(*args, **kwargs)
+
+            return cast(T, async_view)
+
+        @functools.wraps(function)
+        def view(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            refusal = _check(scopes, kwargs.get(team_param))
+            return refusal if refusal is not None else function(*args, **kwargs)
+
+        return cast(T, view)
+
+    return decorate
+
+
+def _check(scopes: tuple[str, ...], team_id: object) -> ResponseReturnValue | None:
+    """``None`` when the request may go on, else the refusal to send."""
+    environ = request.environ
+    if environ["REQUEST_METHOD"] == "OPTIONS" and is_cors_preflight(
+        "OPTIONS", dict(request.headers)
+    ):
+        return None
+    middleware = environ.get(MIDDLEWARE_KEY)
+    if middleware is not None:
+        authenticator = middleware.authenticator
+    else:  # called without the middleware (a test request context, another WSGI server path)
+        authenticator = current_app.extensions.get(_EXTENSION)
+        if authenticator is None:
+            raise RuntimeError("@requires_scope needs the SkaalaAuth extension on this app")
+    team = None if team_id is None else str(team_id)
+    try:
+        principal = environ.get(PRINCIPAL_KEY)
+        if principal is None:  # anonymous, or the middleware did not run: the full check
+            principal = authenticator.authenticate(
+                environ_headers(environ),
+                required_scopes=scopes,
+                team_id=team,
+                query_string=environ.get("QUERY_STRING"),
+            )
+        else:
+            principal = authenticator.authorize(principal, required_scopes=scopes, team_id=team)
+    except AuthError as error:
+        return current_app.response_class(
+            error.body_bytes(), status=error.status_code, headers=error.headers()
+        )
+    environ[PRINCIPAL_KEY] = principal
+    return None

@@ -1,0 +1,295 @@
+"""The Django adapter beyond the contract suite: settings, the mixin, the command, DRF."""
+
+from __future__ import annotations
+
+import io
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.django_settings import configure
+
+configure()
+
+from asgiref.sync import async_to_sync  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.core.management.base import CommandError  # noqa: E402
+from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.test import AsyncClient, Client  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+from django.views import View  # noqa: E402
+from rest_framework.permissions import IsAuthenticated  # noqa: E402
+from rest_framework.request import Request  # noqa: E402
+from rest_framework.response import Response  # noqa: E402
+from rest_framework.views import APIView  # noqa: E402
+
+from skaala_auth import Authenticator, KeyManager, SQLiteKeyStore  # noqa: E402
+from skaala_auth.django import (  # noqa: E402
+    ScopeRequiredMixin,
+    get_authenticator,
+    get_store,
+    requires_scope,
+)
+from skaala_auth.django.rest_framework import ApiKeyAuthentication, HasScopes  # noqa: E402
+
+
+class Bookings(ScopeRequiredMixin, View):
+    required_scopes = ["read:bookings"]
+
+    def get(self, request: HttpRequest, team_id: str) -> JsonResponse:
+        return JsonResponse({"user": request.principal.user_id})
+
+
+class AsyncBookings(ScopeRequiredMixin, View):
+    required_scopes = ["read:bookings"]
+
+    async def get(self, request: HttpRequest, team_id: str) -> JsonResponse:
+        return JsonResponse({"user": request.principal.user_id})
+
+
+@requires_scope("read:bookings")
+def decorated(request: HttpRequest, team_id: str) -> JsonResponse:
+    return JsonResponse({"user": request.principal.user_id})
+
+
+class DrfBookings(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsAuthenticated, HasScopes]
+    required_scopes = ["read:bookings"]
+
+    def get(self, request: Request, team_id: str) -> Response:
+        return Response({"user": str(request.user), "key": request.auth.key_id})
+
+
+urls = types.ModuleType("urls")
+urls.urlpatterns = [  # type: ignore[attr-defined]
+    path("teams/<str:team_id>/cbv", Bookings.as_view()),
+    path("teams/<str:team_id>/async-cbv", AsyncBookings.as_view()),
+    path("teams/<str:team_id>/decorated", decorated),
+    path("teams/<str:team_id>/drf", DrfBookings.as_view()),
+]
+
+
+@pytest.fixture
+def key(manager: KeyManager) -> str:
+    key, _ = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:bookings"])
+    return key
+
+
+@pytest.fixture
+def project(auth: Authenticator) -> Iterator[None]:
+    with override_settings(ROOT_URLCONF=urls, SKAALA_AUTH={"AUTHENTICATOR": auth}):
+        yield
+
+
+@pytest.mark.usefixtures("project")
+class TestViews:
+    @pytest.mark.parametrize("view", ["cbv", "decorated", "drf"])
+    def test_if_a_class_based_view_uses_the_mixin_then_it_needs_the_scope(
+        self, key: str, view: str
+    ) -> None:
+        client = Client()
+        ok = client.get(f"/teams/team_1/{view}", headers={"X-API-Key": key})
+        assert ok.status_code == 200 and ok.json()["user"] == "user_1"
+        assert client.get(f"/teams/team_2/{view}", headers={"X-API-Key": key}).status_code == 403
+        assert client.get(f"/teams/team_1/{view}").status_code == 401
+
+    def test_if_a_class_based_view_is_async_then_the_mixin_checks_it_under_asgi(
+        self, key: str
+    ) -> None:
+        client = AsyncClient()
+
+        async def get(path: str, **headers: str) -> Any:
+            return await client.get(path, headers=headers)
+
+        ok = async_to_sync(get)("/teams/team_1/async-cbv", **{"X-API-Key": key})
+        assert ok.status_code == 200 and ok.json() == {"user": "user_1"}
+        assert async_to_sync(get)("/teams/team_1/async-cbv").status_code == 401
+
+    @pytest.mark.parametrize("view", ["cbv", "decorated", "drf"])
+    def test_if_there_is_no_middleware_then_the_view_checks_still_hold(
+        self, key: str, view: str
+    ) -> None:
+        with override_settings(MIDDLEWARE=[]):
+            client = Client()
+            ok = client.get(f"/teams/team_1/{view}", headers={"X-API-Key": key})
+            assert ok.status_code == 200
+            assert client.get(f"/teams/team_1/{view}").status_code == 401
+            bad = client.get(f"/teams/team_1/{view}", headers={"X-API-Key": "sk_live_x"})
+            assert bad.status_code == 401
+
+    def test_if_drf_authenticates_a_key_then_the_user_is_the_keys_user(self, key: str) -> None:
+        reply = Client().get("/teams/team_1/drf", headers={"Authorization": f"Bearer {key}"})
+        assert reply.json()["user"] == "user_1"
+        assert reply.json()["key"].startswith("key_")
+
+
+class TestSettings:
+    def test_if_db_is_set_then_a_sqlite_store_on_that_file_is_used(self, tmp_path: Path) -> None:
+        with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db", "CACHE_TTL": 5}):
+            authenticator = get_authenticator()
+            assert isinstance(authenticator.store, SQLiteKeyStore)
+            assert authenticator is get_authenticator()  # built once
+            store = get_store()
+            assert isinstance(store, SQLiteKeyStore)
+            store.close()
+
+    def test_if_authenticator_is_a_dotted_path_to_a_callable_then_it_is_called(
+        self, auth: Authenticator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        module = types.ModuleType("skaala_test_factory")
+        module.build = lambda: auth  # type: ignore[attr-defined]
+        monkeypatch.setitem(__import__("sys").modules, "skaala_test_factory", module)
+        with override_settings(SKAALA_AUTH={"AUTHENTICATOR": "skaala_test_factory.build"}):
+            assert get_authenticator() is auth
+
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ({}, "SKAALA_AUTH"),
+            ({"AUTHENTICATOR": "skaala_auth.__version__"}, "AUTHENTICATOR"),
+            ({"AUTHENTICATOR": 42}, "AUTHENTICATOR"),
+        ],
+        ids=["nothing", "not-an-authenticator", "not-callable"],
+    )
+    def test_if_the_setting_is_wrong_then_improperly_configured(
+        self, setting: dict[str, Any], message: str
+    ) -> None:
+        with (
+            override_settings(SKAALA_AUTH=setting),
+            pytest.raises(ImproperlyConfigured, match=message),
+        ):
+            get_authenticator()
+
+
+class TestCommand:
+    def test_if_a_key_is_created_with_manage_py_then_the_service_accepts_it(
+        self, tmp_path: Path
+    ) -> None:
+        database = tmp_path / "keys.db"
+        with override_settings(ROOT_URLCONF=urls, SKAALA_AUTH={"DB": database}):
+            call_command("skaala_auth", "init", stdout=io.StringIO())
+            call_command(
+                "skaala_auth",
+                "members",
+                "add",
+                "--team",
+                "team_1",
+                "--user",
+                "u1",
+                "--role",
+                "owner",
+                stdout=io.StringIO(),
+            )
+            out = io.StringIO()
+            call_command(
+                "skaala_auth",
+                "keys",
+                "create",
+                "--team",
+                "team_1",
+                "--user",
+                "u1",
+                "--scope",
+                "read:bookings",
+                "--json",
+                stdout=out,
+            )
+            import json
+
+            key = json.loads(out.getvalue())["key"]
+            reply = Client().get("/teams/team_1/cbv", headers={"X-API-Key": key})
+            assert reply.json() == {"user": "u1"}
+
+    def test_if_the_cli_fails_then_the_command_fails_with_its_status(self, tmp_path: Path) -> None:
+        with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db"}):
+            with pytest.raises(CommandError) as raised:
+                call_command(
+                    "skaala_auth",
+                    "keys",
+                    "create",
+                    "--team",
+                    "t",
+                    "--user",
+                    "nobody",
+                    "--scope",
+                    "read:bookings",
+                    stdout=io.StringIO(),
+                    stderr=io.StringIO(),
+                )
+            assert raised.value.returncode == 1
+
+    def test_if_no_store_is_configured_then_the_command_says_so(self) -> None:
+        with override_settings(SKAALA_AUTH={}), pytest.raises(CommandError, match="DB"):
+            call_command("skaala_auth", "keys", "list", "--team", "t")
+
+
+class TestMoreSettings:
+    def test_if_rules_are_set_then_the_middleware_applies_them(
+        self, auth: Authenticator, key: str
+    ) -> None:
+        setting = {"AUTHENTICATOR": auth, "RULES": [("/teams/{team_id}/open", ["write:calls"])]}
+        with override_settings(ROOT_URLCONF=urls, SKAALA_AUTH=setting):
+            client = Client()
+            assert client.get("/teams/team_1/open").status_code == 401
+            assert client.get("/teams/team_1/open", headers={"X-API-Key": key}).status_code == 403
+
+    def test_if_a_dsn_is_set_without_postgres_support_then_improperly_configured(self) -> None:
+        try:
+            import skaala_auth.stores.postgres  # noqa: F401
+        except ImportError:
+            pass
+        else:  # pragma: no cover - depends on the installed extras
+            pytest.skip("PostgreSQL support is installed")
+        with override_settings(SKAALA_AUTH={"DSN": "postgresql://localhost/x"}):
+            with pytest.raises(ImproperlyConfigured, match="postgres"):
+                get_authenticator()
+
+    def test_if_the_setting_is_not_a_dict_then_improperly_configured(self) -> None:
+        with override_settings(SKAALA_AUTH=["DB"]), pytest.raises(ImproperlyConfigured):
+            get_authenticator()
+
+    def test_if_the_service_has_a_pepper_then_manage_py_makes_keys_with_it(
+        self, tmp_path: Path
+    ) -> None:
+        setting = {"DB": tmp_path / "keys.db", "PEPPER": "s3cret-pepper-for-tests"}
+        with override_settings(ROOT_URLCONF=urls, SKAALA_AUTH=setting):
+            out = io.StringIO()
+            call_command("skaala_auth", "init", stdout=out)
+            call_command(
+                "skaala_auth",
+                *("members", "add", "--team", "team_1", "--user", "u1"),
+                stdout=out,
+            )
+            out = io.StringIO()
+            call_command(
+                "skaala_auth",
+                *("keys", "create", "--team", "team_1", "--user", "u1"),
+                *("--scope", "read:bookings", "--json"),
+                stdout=out,
+            )
+            key = json.loads(out.getvalue())["key"]
+            assert Client().get("/teams/team_1/cbv", headers={"X-API-Key": key}).status_code == 200
+        store = SQLiteKeyStore(tmp_path / "keys.db")
+        with Authenticator(store) as unpeppered:  # the digest is keyed: no pepper, no match
+            assert unpeppered.check(key).status_code == 401  # type: ignore[union-attr]
+        store.close()
+
+    def test_if_the_authenticator_is_custom_then_the_command_uses_its_sqlite_file(
+        self, tmp_path: Path
+    ) -> None:
+        store = SQLiteKeyStore(tmp_path / "custom.db")
+        with (
+            Authenticator(store) as custom,
+            override_settings(SKAALA_AUTH={"AUTHENTICATOR": custom}),
+        ):
+            out = io.StringIO()
+            call_command("skaala_auth", "members", "add", "--team", "t", "--user", "u", stdout=out)
+        assert store.get_member("t", "u") is not None
+        store.close()

@@ -1,0 +1,44 @@
+"""The bookings API in Django, async views: the URLconf of the Django (ASGI) contract runs."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from skaala_auth.django import requires_scope
+
+from .apps import CALLS, key_id
+
+
+async def health(request: HttpRequest) -> JsonResponse:
+    CALLS.append("health")
+    return JsonResponse({"principal": key_id(request.principal)})
+
+
+async def public(request: HttpRequest) -> JsonResponse:
+    CALLS.append("public")
+    return JsonResponse({"public": True})
+
+
+@requires_scope("read:bookings")
+async def list_bookings(request: HttpRequest, team_id: str) -> JsonResponse:
+    CALLS.append("list")
+    return JsonResponse({"team_id": team_id, "key_id": key_id(request.principal)})
+
+
+@requires_scope("write:bookings")
+async def create_booking(request: HttpRequest, team_id: str) -> JsonResponse:
+    CALLS.append("create")
+    return JsonResponse({"created": True}, status=201)
+
+
+async def bookings(request: HttpRequest, team_id: str) -> JsonResponse:
+    view = create_booking if request.method == "POST" else list_bookings
+    return await view(request, team_id=team_id)
+
+
+urlpatterns = [
+    path("health", health),
+    path("public/status", public),
+    path("teams/<str:team_id>/bookings", bookings),
+]
