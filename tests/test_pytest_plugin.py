@@ -10,7 +10,7 @@ pytest_plugins = ["pytester"]
 pytest.importorskip("flask")
 pytest.importorskip("starlette")
 
-APPS = '''
+APPS = """
 from flask import Flask, g, jsonify
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -42,9 +42,9 @@ def make_starlette(authenticator):
         routes=[Route("/api/v1/bookings", bookings)],
         middleware=[Middleware(ApiKeyMiddleware, authenticator=authenticator)],
     )
-'''
+"""
 
-TESTS = '''
+TESTS = """
 from datetime import timedelta
 
 from starlette.testclient import TestClient
@@ -93,7 +93,7 @@ def test_starlette_wrong_scope_must_fail(skaala_authenticator, auth_headers):
 
 def test_fixtures_are_fresh_per_test(skaala_store):
     assert skaala_store.list_members("team_1") == []
-'''
+"""
 
 
 def test_if_a_service_uses_the_fixtures_then_outcomes_are_real(
