@@ -78,6 +78,8 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
     if authorization is not None:
         if isinstance(authorization, bytes):
             authorization = authorization.decode("latin-1")
+        if "," in authorization and _merged(authorization):
+            raise InvalidRequestError("Repeated Authorization header")
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer":  # another scheme is not ours: absent
             found = token.strip()
@@ -88,14 +90,22 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
             raise InvalidRequestError("Send the API key in one header only")
         if isinstance(api_key, bytes):
             api_key = api_key.decode("latin-1")
+        if "," in api_key:  # a key has no comma: servers joined repeated headers with one
+            raise InvalidRequestError("Repeated X-API-Key header")
         found = api_key.strip()
         if not found:
             raise InvalidRequestError("Empty X-API-Key header")
-    if found is not None and "," in found:
-        raise InvalidRequestError("Send the API key in one header only")
     if query_string:
         check_query_string(query_string)
     return found
+
+
+def _merged(authorization: str) -> bool:
+    """Whether a comma-joined ``Authorization`` value is several headers merged by a server
+    (WSGI servers and Django's ASGI handler do that): one of its parts is a bearer credential.
+    A single header of another scheme may hold commas of its own (``Digest a="1", b="2"``)."""
+    parts = authorization.split(",")
+    return any(part.strip().partition(" ")[0].lower() == "bearer" for part in parts)
 
 
 def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:

@@ -170,8 +170,9 @@ def is_cors_preflight(method: str, headers: Mapping[str, str]) -> bool:
     if method.upper() != "OPTIONS":
         return False
     if headers.get("access-control-request-method") is not None:
-        return True
-    return any(name.lower() == "access-control-request-method" for name in headers)
+        return True  # a case-insensitive mapping (Starlette, werkzeug, Django) answers here
+    # keys(), not iteration: werkzeug's Headers iterates over (name, value) pairs.
+    return any(name.lower() == "access-control-request-method" for name in headers.keys())
 
 
 def _from_tuple(

@@ -41,8 +41,14 @@ class TestExtract:
 
     @pytest.mark.parametrize(
         "headers",
-        [{}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": ""}, {"Accept": "x"}],
-        ids=["none", "basic", "empty-authorization", "unrelated"],
+        [
+            {},
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            {"Authorization": ""},
+            {"Accept": "x"},
+            {"Authorization": 'Digest username="u", realm="r", nonce="n"'},
+        ],
+        ids=["none", "basic", "empty-authorization", "unrelated", "digest-with-commas"],
     )
     def test_if_no_credential_of_ours_then_none(self, headers: dict[str, str]) -> None:
         assert extract_key(headers) is None
@@ -57,8 +63,10 @@ class TestExtract:
             ({"Authorization": "Bearer"}, "Empty bearer"),
             ({"Authorization": "Bearer    "}, "Empty bearer"),
             ({"X-API-Key": "  "}, "Empty X-API-Key"),
-            ({"X-API-Key": f"{KEY}, {KEY}"}, "one header"),
-            ({"Authorization": f"Bearer {KEY},Bearer {KEY}"}, "one header"),
+            ({"X-API-Key": f"{KEY}, {KEY}"}, "Repeated X-API-Key"),
+            ({"Authorization": f"Bearer {KEY},Bearer {KEY}"}, "Repeated Authorization"),
+            ({"Authorization": f"Basic dXNlcjpwYXNz, Bearer {KEY}"}, "Repeated Authorization"),
+            ({"Authorization": f"Bearer {KEY}, Basic dXNlcjpwYXNz"}, "Repeated Authorization"),
         ],
         ids=[
             "both",
@@ -70,6 +78,8 @@ class TestExtract:
             "blank-x-api-key",
             "merged",
             "merged-bearer",
+            "merged-basic-then-bearer",
+            "merged-bearer-then-basic",
         ],
     )
     def test_if_ambiguous_then_400(self, headers: object, message: str) -> None:
