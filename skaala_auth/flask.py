@@ -36,10 +36,10 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     raise ImportError("skaala_auth.flask needs Flask: pip install 'skaala-auth[flask]'") from error
 
 from .authenticator import Authenticator
+from .config import RULE_SETTINGS, authenticator_from_settings, rules_from_settings
 from .credentials import environ_headers
 from .errors import AuthError
 from .rules import Rules, is_cors_preflight
-from .stores import SQLiteKeyStore
 from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
 
 __all__ = ["SkaalaAuth", "requires_scope"]
@@ -54,9 +54,10 @@ class SkaalaAuth:
     Args:
         app: the application, or ``None`` to call :meth:`init_app` later (application factory).
         authenticator: the :class:`~skaala_auth.Authenticator`. Without one, each application
-            builds its own from its config: ``SKAALA_AUTH_DB`` (SQLite path, required then),
-            ``SKAALA_AUTH_PEPPER``, ``SKAALA_AUTH_CACHE_TTL``,
-            ``SKAALA_AUTH_ACCEPT_TEST_KEYS``.
+            builds its own from its config: ``SKAALA_AUTH_DB`` (SQLite path) or
+            ``SKAALA_AUTH_DSN``, plus any of :data:`skaala_auth.config.AUTHENTICATOR_SETTINGS`
+            with the ``SKAALA_AUTH_`` prefix (``SKAALA_AUTH_PEPPER``, ``SKAALA_AUTH_CACHE_TTL``,
+            …); a misspelt ``SKAALA_AUTH_*`` name is an error.
         rules: a :class:`~skaala_auth.rules.Rules` table for paths that no decorator protects;
             default from ``SKAALA_AUTH_RULES`` (a ``Rules``, or rows) with ``SKAALA_AUTH_PUBLIC``
             and ``SKAALA_AUTH_PROTECT``.
@@ -80,26 +81,20 @@ class SkaalaAuth:
         """Install the extension on ``app``: state in ``app.extensions["skaala_auth"]``."""
         if _EXTENSION in app.extensions:
             raise RuntimeError("SkaalaAuth is already installed on this app")
-        config = app.config
+        settings = {
+            name.removeprefix("SKAALA_AUTH_"): value
+            for name, value in app.config.items()
+            if name.startswith("SKAALA_AUTH_")
+        }
         authenticator = self._authenticator
         if authenticator is None:
-            if "SKAALA_AUTH_DB" not in config:
+            if "DB" not in settings and "DSN" not in settings:
                 raise RuntimeError(
-                    "SkaalaAuth needs authenticator=Authenticator(store) or SKAALA_AUTH_DB"
+                    "SkaalaAuth needs authenticator=Authenticator(store), SKAALA_AUTH_DB or "
+                    "SKAALA_AUTH_DSN"
                 )
-            authenticator = Authenticator(
-                SQLiteKeyStore(config["SKAALA_AUTH_DB"]),
-                pepper=config.get("SKAALA_AUTH_PEPPER"),
-                cache_ttl=config.get("SKAALA_AUTH_CACHE_TTL", 30.0),
-                accept_test_keys=config.get("SKAALA_AUTH_ACCEPT_TEST_KEYS", False),
-            )
-        rules = self._rules if self._rules is not None else config.get("SKAALA_AUTH_RULES")
-        if not isinstance(rules, Rules):
-            rules = Rules(
-                rules or (),
-                public=config.get("SKAALA_AUTH_PUBLIC", ()),
-                protect=config.get("SKAALA_AUTH_PROTECT", ()),
-            )
+            authenticator = authenticator_from_settings(settings, ignore=RULE_SETTINGS)
+        rules = self._rules if self._rules is not None else rules_from_settings(settings)
         app.extensions[_EXTENSION] = authenticator
         app.wsgi_app = ApiKeyMiddleware(  # type: ignore[method-assign]
             app.wsgi_app, authenticator=authenticator, rules=rules

@@ -29,12 +29,20 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from ..authenticator import Authenticator
+from ..config import (
+    RULE_SETTINGS,
+    ConfigurationError,
+    authenticator_from_settings,
+    open_store,
+    rules_from_settings,
+)
 from ..rules import Rules
-from ..stores import KeyStore, SQLiteKeyStore
+from ..stores import KeyStore
 
 __all__ = ["get_authenticator", "get_rules", "get_store"]
 
 _lock = threading.Lock()
+_ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", *RULE_SETTINGS})
 _built: dict[str, Any] = {}
 
 
@@ -54,19 +62,10 @@ def get_store() -> KeyStore:
     options = _options()
     if "AUTHENTICATOR" in options:
         return get_authenticator().store
-    if "DSN" in options:
-        try:
-            from ..stores.postgres import PostgresKeyStore  # type: ignore[import-not-found]
-        except ImportError as error:
-            raise ImproperlyConfigured(
-                "SKAALA_AUTH['DSN'] needs PostgreSQL support: pip install 'skaala-auth[postgres]'"
-            ) from error
-        return PostgresKeyStore(options["DSN"])  # type: ignore[no-any-return]
-    if "DB" in options:
-        return SQLiteKeyStore(options["DB"])
-    raise ImproperlyConfigured(
-        "set SKAALA_AUTH = {'DB': <SQLite path>} (or 'DSN' or 'AUTHENTICATOR') in your settings"
-    )
+    try:
+        return open_store(db=options.get("DB"), dsn=options.get("DSN"))
+    except ConfigurationError as error:
+        raise ImproperlyConfigured(f"SKAALA_AUTH: {error}") from error
 
 
 def get_authenticator() -> Authenticator:
@@ -88,13 +87,10 @@ def _authenticator(options: Mapping[str, Any]) -> tuple[Authenticator, bool]:
     """The authenticator, and whether we built it (and so close it when the setting changes)."""
     custom = options.get("AUTHENTICATOR")
     if custom is None:
-        authenticator = Authenticator(
-            get_store(),
-            cache_size=options.get("CACHE_SIZE", 10_000),
-            cache_ttl=options.get("CACHE_TTL", 30.0),
-            pepper=options.get("PEPPER"),
-            accept_test_keys=options.get("ACCEPT_TEST_KEYS", False),
-        )
+        try:
+            authenticator = authenticator_from_settings(options, ignore=_ADAPTER_SETTINGS)
+        except ConfigurationError as error:
+            raise ImproperlyConfigured(f"SKAALA_AUTH: {error}") from error
         return authenticator, True
     if isinstance(custom, str):
         custom = import_string(custom)
@@ -116,16 +112,7 @@ def get_rules() -> Rules:
     try:
         return _built["rules"]  # type: ignore[no-any-return]
     except KeyError:
-        options = _options()
-        rules = options.get("RULES", ())
-        if not isinstance(rules, Rules):
-            rules = Rules(
-                rules,
-                public=options.get("PUBLIC", ()),
-                protect=options.get("PROTECT", ()),
-                team_param=options.get("TEAM_PARAM", "team_id"),
-            )
-        _built["rules"] = rules
+        rules = _built["rules"] = rules_from_settings(_options())
         return rules
 
 
