@@ -157,6 +157,7 @@ class Authenticator:
         self._last_used_interval = last_used_interval
         self._unsubscribe = store.subscribe(self._on_change)
         self._closed = False
+        self._poll_lock_for_open = threading.Lock()
         # Whether outcomes are audited: re-read from the logger at every poll (see _poll).
         self._audit_success = self._audit_failure = True
 
@@ -365,17 +366,38 @@ class Authenticator:
         raise error
 
     def close(self) -> None:
-        """Flush pending ``last_used_at`` writes and stop listening for changes. Idempotent.
+        """Flush pending ``last_used_at`` writes, stop the background thread and stop listening
+        for changes. Idempotent.
+
+        A closed authenticator that is used again reopens itself (see :meth:`open`): an app
+        whose lifespan closes it and starts again — a test client entered twice — just works,
+        and never serves a cache that missed changes while it was closed.
 
         .. versionadded:: 0.1.0
         """
         if self._closed:
             return
         self._closed = True
+        self._next_poll = 0.0  # the next request goes through _poll(), which reopens
         self._unsubscribe()
         self.last_used.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def open(self) -> None:
+        """Listen for changes again after :meth:`close`, with an empty cache (changes made while
+        closed were not heard). Idempotent; called by the first request after a close.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._poll_lock_for_open:
+            if not self._closed:
+                return
+            self.cache.clear()
+            self._unsubscribe = self.store.subscribe(self._on_change)
+            self.last_used.reopen()
+            self._closed = False
 
     def __enter__(self) -> Authenticator:
         return self
@@ -524,6 +546,8 @@ class Authenticator:
 
     def _poll(self, now: float) -> None:
         """Let the store deliver other processes' changes (at most every ``poll_interval``)."""
+        if self._closed:
+            self.open()
         if not self._poll_lock.acquire(blocking=False):
             return  # another thread is polling right now
         try:

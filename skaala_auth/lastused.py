@@ -83,6 +83,12 @@ class LastUsedRecorder:
         while not self._stop.wait(self.interval):
             self.flush()
 
+    def reopen(self) -> None:
+        """Accept marks and run the background thread again after :meth:`close`."""
+        with self._lock:
+            self._closed = False
+            self._stop = threading.Event()
+
     def close(self) -> None:
         """Stop the background thread and write what is pending."""
         with self._lock:

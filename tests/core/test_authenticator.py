@@ -554,3 +554,26 @@ def _no_thread_leaks() -> Iterator[None]:
     deadline = time.monotonic() + 2
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+class TestReopen:
+    def test_if_used_after_close_then_reopens_with_a_fresh_cache(
+        self, store: CountingStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        auth = Authenticator(store, clock=clock, last_used_interval=3600)
+        auth.verify(key)
+        auth.close()
+        manager.revoke_key(record.id)  # not heard: the authenticator is closed
+        with pytest.raises(InvalidKeyError) as caught:
+            auth.verify(key)  # reopened, cache dropped: the store decides
+        assert caught.value.reason is Reason.REVOKED
+        other, other_record = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:calls"]
+        )
+        auth.verify(other)
+        manager.revoke_key(other_record.id)  # heard again: listening after the reopen
+        with pytest.raises(InvalidKeyError):
+            auth.verify(other)
+        auth.close()
+        assert manager.get_key(other_record.id).last_used_at is not None  # flushed again
