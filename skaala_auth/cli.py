@@ -1,0 +1,488 @@
+"""The ``skaala-auth`` command line: manage keys and team members on any store, run the demo.
+
+::
+
+    skaala-auth init
+    skaala-auth members add --team team_1 --user user_1 --role owner
+    skaala-auth keys create --team team_1 --user user_1 --scope read:bookings --name CI
+    skaala-auth keys verify < key.txt
+    skaala-auth --db /srv/keys.db keys list --team team_1 --json
+
+The store is chosen by global options before the command: ``--db PATH`` (SQLite; default
+``$SKAALA_AUTH_DB`` or ``./skaala_auth.db``) or ``--dsn`` (PostgreSQL). A key is never taken as
+an argument (it would land in the shell history): ``keys verify`` reads it from standard input.
+Errors are one line on standard error and a non-zero exit status (1; 2 for usage errors).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, NoReturn, TextIO
+
+from . import config
+from .__about__ import __version__
+from .authenticator import Authenticator
+from .errors import AuthError, KeyManagementError, NotAMemberError, UnknownScopeError
+from .manager import KeyManager
+from .models import ApiKey, Member, Principal, Role
+from .scopes import DEFAULT_SCOPES
+from .stores.base import KeyStore
+
+__all__ = ["CommandError", "main", "parse_duration"]
+
+PROG: Final = "skaala-auth"
+DEFAULT_DB: Final = "skaala_auth.db"
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION: Final = re.compile(r"(?:\d+[smhdw])+")
+_ANY_KEY: Final = re.compile(r"sk_(?:live|test)_\w*")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors echo what was typed: blank out anything that looks like a key (someone
+    pasted one as an argument; it is refused, and not printed back)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_ANY_KEY.sub("sk_[redacted]", message))
+
+
+class CommandError(Exception):
+    """A failure to report as one line on standard error (exit status 1).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``24h``, ``1h30m``, ``2w``, ``45s`` (or ``0``) as a :class:`~datetime.timedelta`.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+
+    .. versionadded:: 0.1.0
+    """
+    text = text.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    if not _DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number and a unit, e.g. 90d, 24h, 30m, 1h30m"
+        )
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in re.findall(r"(\d+)([smhdw])", text))
+    return timedelta(seconds=seconds)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "team_id": key.team_id,
+        "user_id": key.user_id,
+        "name": key.name,
+        "scopes": sorted(key.scopes),
+        "prefix": key.prefix,
+        "status": key.status(datetime.now(UTC)),
+        "created_at": _time(key.created_at),
+        "expires_at": _time(key.expires_at),
+        "revoked_at": _time(key.revoked_at),
+        "last_used_at": _time(key.last_used_at),
+        "rotated_from": key.rotated_from,
+    }
+
+
+def _member_json(member: Member) -> dict[str, Any]:
+    return {
+        "team_id": member.team_id,
+        "user_id": member.user_id,
+        "role": member.role.value,
+        "added_at": _time(member.added_at),
+    }
+
+
+def _principal_json(principal: Principal) -> dict[str, Any]:
+    return {
+        "key_id": principal.key_id,
+        "team_id": principal.team_id,
+        "user_id": principal.user_id,
+        "scopes": sorted(principal.scopes),
+        "role": principal.role.value if principal.role else None,
+        "prefix": principal.key_prefix,
+    }
+
+
+def _print_fields(out: TextIO, fields: dict[str, Any]) -> None:
+    width = max(len(name) for name in fields)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            value = " ".join(value)
+        out.write(f"{name.replace('_', ' ') + ':':<{width + 2}}{'-' if value is None else value}\n")
+
+
+def _print_table(out: TextIO, header: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in [list(header), *rows]:
+        out.write("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+def _emit(args: argparse.Namespace, document: object, human: Callable[[TextIO], object]) -> None:
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        human(sys.stdout)
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db or os.environ.get("SKAALA_AUTH_DB") or DEFAULT_DB)
+
+
+def _pepper() -> str | None:
+    return os.environ.get("SKAALA_AUTH_PEPPER") or None
+
+
+def open_store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
+    """The store the global options name (a missing SQLite file is an error unless ``create``).
+    :func:`main` closes it when the command is done."""
+    store = _open_store(args, create=create)
+    args.opened.append(store)
+    return store
+
+
+def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
+    if args.dsn:
+        try:
+            return config.open_store(dsn=args.dsn)
+        except config.ConfigurationError as error:
+            raise CommandError(str(error)) from None
+    path = _db_path(args)
+    if not create and not path.exists():
+        raise CommandError(f"no key database at {path}: run '{PROG} --db {path} init' first")
+    try:
+        return config.open_store(db=path)
+    except (sqlite3.Error, OSError) as error:
+        raise CommandError(f"cannot open {path}: {error}") from None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    open_store(args, create=True)
+    where = args.dsn and "the PostgreSQL database" or str(_db_path(args).resolve())
+    _emit(args, {"database": where}, lambda out: out.write(f"Key database ready: {where}\n"))
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    key, record = manager.create_key(
+        team_id=args.team,
+        user_id=args.user,
+        scopes=args.scopes,
+        name=args.name,
+        expires_in=args.expires_in,
+        environment="test" if args.test else "live",
+    )
+
+    def human(out: TextIO) -> None:
+        out.write(f"API key (shown once, store it now):\n\n    {key}\n\n")
+        _print_fields(out, _key_json(record))
+
+    _emit(args, {"key": key, **_key_json(record)}, human)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = KeyManager(open_store(args)).list_keys(team_id=args.team)
+    documents = [_key_json(key) for key in keys]
+
+    def human(out: TextIO) -> None:
+        if not keys:
+            out.write(f"No keys in team {args.team}.\n")
+            return
+        header = ["ID", "NAME", "USER", "PREFIX", "STATUS", "SCOPES", "EXPIRES", "LAST USED"]
+        rows = [
+            [d["id"], d["name"] or "-", d["user_id"], d["prefix"], d["status"],
+             ",".join(d["scopes"]), d["expires_at"], d["last_used_at"] or "never"]
+            for d in documents
+        ]  # fmt: skip
+        _print_table(out, header, rows)
+
+    _emit(args, documents, human)
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    record = KeyManager(open_store(args)).get_key(args.id)
+    _emit(args, _key_json(record), lambda out: _print_fields(out, _key_json(record)))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    record = KeyManager(open_store(args)).revoke_key(args.id)
+    document = _key_json(record)
+
+    def human(out: TextIO) -> None:
+        out.write(f"Revoked {record.id} ({record.prefix}) at {document['revoked_at']}.\n")
+
+    _emit(args, document, human)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    key, record = manager.rotate_key(args.id, grace=args.grace)
+    old = _key_json(manager.get_key(args.id))
+
+    def human(out: TextIO) -> None:
+        out.write(f"New API key (shown once, store it now):\n\n    {key}\n\n")
+        _print_fields(out, _key_json(record))
+        out.write(f"\nThe old key {args.id} works until {old['expires_at']}.\n")
+
+    _emit(args, {"key": key, **_key_json(record), "old": old}, human)
+    return 0
+
+
+def _read_key() -> str:
+    if sys.stdin is None:
+        raise CommandError("no key given: pipe it to standard input")
+    if sys.stdin.isatty():
+        key = getpass.getpass("API key: ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise CommandError("no key given: pipe it to standard input")
+    return key
+
+
+def cmd_keys_verify(args: argparse.Namespace) -> int:
+    key = _read_key()
+    authenticator = Authenticator(
+        open_store(args), pepper=_pepper(), accept_test_keys=args.accept_test_keys
+    )
+    try:
+        principal = authenticator.verify(key, required_scopes=args.scopes, team_id=args.team)
+    except AuthError as error:
+        reason = error.reason.value
+        if args.json:
+            document = {"valid": False, "status": error.status_code, **error.body, "reason": reason}
+            json.dump(document, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stderr.write(f"{PROG}: refused ({error.status_code}): {error.message} ({reason})\n")
+        return 1
+    finally:
+        authenticator.close()
+    document = {"valid": True, **_principal_json(principal)}
+    _emit(args, document, lambda out: _print_fields(out, document))
+    return 0
+
+
+def cmd_members_add(args: argparse.Namespace) -> int:
+    # The first write on a new machine: it creates the database, as `init` would.
+    member = KeyManager(open_store(args, create=True)).add_member(
+        team_id=args.team, user_id=args.user, role=args.role
+    )
+    document = _member_json(member)
+
+    def human(out: TextIO) -> None:
+        out.write(f"{member.user_id} is now {member.role.value} of {member.team_id}.\n")
+
+    _emit(args, document, human)
+    return 0
+
+
+def cmd_members_remove(args: argparse.Namespace) -> int:
+    KeyManager(open_store(args)).remove_member(team_id=args.team, user_id=args.user)
+    document = {"team_id": args.team, "user_id": args.user, "removed": True}
+
+    def human(out: TextIO) -> None:
+        out.write(f"Removed {args.user} from {args.team}; their keys for it stop working.\n")
+
+    _emit(args, document, human)
+    return 0
+
+
+def cmd_members_list(args: argparse.Namespace) -> int:
+    members = KeyManager(open_store(args)).list_members(team_id=args.team)
+    documents = [_member_json(member) for member in members]
+
+    def human(out: TextIO) -> None:
+        if not members:
+            out.write(f"No members in team {args.team}.\n")
+            return
+        rows = [[d["user_id"], d["role"], d["added_at"]] for d in documents]
+        _print_table(out, ["USER", "ROLE", "ADDED"], rows)
+
+    _emit(args, documents, human)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.dsn:
+        raise CommandError("the demo runs on SQLite: use --db PATH, not --dsn")
+    try:
+        from .demo import run
+    except ImportError as error:
+        raise CommandError(str(error)) from None
+    try:
+        run(_db_path(args), host=args.host, port=args.port, pepper=_pepper())
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully, then re-raised it
+        pass
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _parser() -> _Parser:
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, for scripts"
+    )
+
+    parser = _Parser(
+        prog=PROG,
+        description="Manage skaala_auth API keys and team members, or run the demo API.",
+        epilog="Keys are never accepted as arguments: 'keys verify' reads one from stdin.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"SQLite key database (default: $SKAALA_AUTH_DB or ./{DEFAULT_DB})",
+    )
+    where.add_argument("--dsn", metavar="DSN", help="PostgreSQL connection string")
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        group: argparse._SubParsersAction[_Parser],
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help: str,
+    ) -> _Parser:
+        sub = group.add_parser(name, help=help, description=help, parents=[json_flag])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command(commands, "init", cmd_init, "create the key database (safe to run again)")
+
+    keys = commands.add_parser("keys", help="create, list, show, revoke, rotate, verify keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    scope_help = f"a scope the key grants; repeat for more ({', '.join(DEFAULT_SCOPES)})"
+
+    create = command(keys_commands, "create", cmd_keys_create, "create a key (printed once)")
+    create.add_argument("--team", required=True, help="the team the key acts for")
+    create.add_argument("--user", required=True, help="the team member who owns the key")
+    create.add_argument(
+        "--scope", dest="scopes", action="append", required=True, metavar="SCOPE", help=scope_help
+    )
+    create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument(
+        "--expires-in", type=parse_duration, metavar="DURATION", help="lifetime (default 365d)"
+    )
+    create.add_argument("--test", action="store_true", help="make an sk_test_ key")
+
+    listing = command(keys_commands, "list", cmd_keys_list, "list a team's keys")
+    listing.add_argument("--team", required=True)
+    show = command(keys_commands, "show", cmd_keys_show, "show one key's record")
+    show.add_argument("id", help="the key id (key_…)")
+    revoke = command(keys_commands, "revoke", cmd_keys_revoke, "revoke a key now")
+    revoke.add_argument("id", help="the key id (key_…)")
+    rotate = command(keys_commands, "rotate", cmd_keys_rotate, "replace a key (new key printed)")
+    rotate.add_argument("id", help="the key id (key_…)")
+    rotate.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="how long the old key keeps working (default 24h; 0 ends it now)",
+    )
+    verify = command(
+        keys_commands, "verify", cmd_keys_verify, "check a key read from standard input"
+    )
+    verify.add_argument(
+        "--scope", dest="scopes", action="append", default=[], metavar="SCOPE", help="require it"
+    )
+    verify.add_argument("--team", help="require a key of this team")
+    verify.add_argument("--accept-test-keys", action="store_true", help="accept sk_test_ keys")
+
+    members = commands.add_parser("members", help="add, remove, list team members")
+    members_commands = members.add_subparsers(dest="members_command", metavar="COMMAND")
+    members_commands.required = True
+    add = command(members_commands, "add", cmd_members_add, "add a member (or change a role)")
+    add.add_argument("--team", required=True)
+    add.add_argument("--user", required=True)
+    add.add_argument("--role", choices=[role.value for role in Role], default="member")
+    remove = command(members_commands, "remove", cmd_members_remove, "remove a member")
+    remove.add_argument("--team", required=True)
+    remove.add_argument("--user", required=True)
+    member_list = command(members_commands, "list", cmd_members_list, "list a team's members")
+    member_list.add_argument("--team", required=True)
+
+    demo = command(commands, "demo", cmd_demo, "run the demo bookings API")
+    demo.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    .. versionadded:: 0.1.0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.opened = []
+    try:
+        status: int = args.handler(args)
+    except NotAMemberError as error:
+        if args.handler is not cmd_keys_create:
+            return _fail(str(error))
+        team, user = getattr(args, "team", None) or "TEAM", getattr(args, "user", None) or "USER"
+        hint = f"add them first: {PROG} members add --team {team} --user {user} --role member"
+        return _fail(f"{error}; {hint}")
+    except UnknownScopeError as error:
+        return _fail(f"{error} (known: {', '.join(DEFAULT_SCOPES)})")
+    except (CommandError, KeyManagementError, ValueError, TypeError) as error:
+        return _fail(str(error))
+    except (sqlite3.Error, OSError) as error:
+        return _fail(f"{type(error).__name__}: {error}")
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # never a traceback: one line, and the type for a bug report
+        return _fail(f"unexpected {type(error).__name__}: {error}")
+    finally:
+        for store in args.opened:
+            store.close()
+    return status
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return 1

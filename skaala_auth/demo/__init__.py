@@ -1,0 +1,165 @@
+"""The demo: a small bookings API protected by API keys, run by ``skaala-auth demo``.
+
+On first start it creates a team, its owner and a key, prints the key (once) and ready-to-paste
+``curl`` commands, then serves the API with uvicorn on 127.0.0.1:8000. Keys, bookings and
+contacts live in one SQLite file (``./skaala_auth.db`` by default), so the CLI manages the
+demo's keys while it runs: a key revoked with ``skaala-auth keys revoke`` is refused within a
+second.
+
+Use it in your own tests with :func:`create_app` and :func:`seed`.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, TextIO
+
+from ..manager import KeyManager
+from ..stores.sqlite import SQLiteKeyStore
+from .app import DEMO_SCOPES, DEMO_TEAM, DEMO_USER, create_app, seed
+
+__all__ = [
+    "DEMO_SCOPES",
+    "DEMO_TEAM",
+    "DEMO_USER",
+    "RedactKeys",
+    "banner",
+    "create_app",
+    "run",
+    "seed",
+]
+
+_ANY_KEY: Final = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]+")
+
+
+class RedactKeys(logging.Filter):
+    """Blank out anything that looks like a key in a log record (uvicorn's access log shows
+    query strings, and a client may put a key in one: it is refused, but the line is logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _ANY_KEY.sub("sk_[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def banner(db_path: Path, url: str, key: str | None) -> str:
+    """What the demo prints at start: where it runs and, on first start, the key and commands.
+
+    .. versionadded:: 0.1.0
+    """
+    manage = f"skaala-auth --db {db_path}"
+    lines = [
+        "skaala_auth demo: a bookings API protected by API keys",
+        f"  database:  {db_path}",
+        f"  listening: {url}  (Ctrl-C to stop)",
+        "",
+    ]
+    if key is None:
+        return "\n".join(
+            [
+                *lines,
+                f"The demo key of team {DEMO_TEAM} was printed when this database was first used",
+                "(only its digest is stored). Make another one with:",
+                "",
+                f"  {manage} keys create --team {DEMO_TEAM} --user {DEMO_USER} "
+                + " ".join(f"--scope {scope}" for scope in DEMO_SCOPES),
+                "",
+            ]
+        )
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0)
+    booking = (
+        '{"service_id": "svc_haircut", '
+        f'"start_time": "{start.strftime("%Y-%m-%dT%H:%M:%SZ")}", '
+        '"contact": {"name": "Ada Lovelace", "email": "ada@example.com", '
+        '"phone": "+44 20 7946 0000"}, "notes": "First visit"}'
+    )
+    auth = '-H "Authorization: Bearer $SKAALA_DEMO_KEY"'
+    return "\n".join(
+        [
+            *lines,
+            f"First start: created team {DEMO_TEAM}, its owner {DEMO_USER} and an API key with",
+            f"the scopes {' '.join(DEMO_SCOPES)}. It is shown only this once:",
+            "",
+            f"    {key}",
+            "",
+            "Try it from another terminal:",
+            "",
+            f"  export SKAALA_DEMO_KEY='{key}'",
+            f"  curl -s {url}/health",
+            f"  curl -s {url}/api/v1/services {auth}",
+            f"  curl -s -X POST {url}/api/v1/bookings {auth} \\",
+            f"       -H 'Content-Type: application/json' -d '{booking}'",
+            f'  curl -s {url}/api/v1/bookings -H "X-API-Key: $SKAALA_DEMO_KEY"',
+            f"  curl -s {url}/api/v1/teams/{DEMO_TEAM}/bookings {auth}",
+            f"  curl -s {url}/api/v1/contacts {auth}",
+            f"  curl -si {url}/api/v1/bookings        # no key: 401",
+            "",
+            f"Manage keys: {manage} keys list --team {DEMO_TEAM}",
+            "",
+        ]
+    )
+
+
+def _url(host: str, port: int) -> str:
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only to print a URL that works
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(
+                f"cannot listen on {host}:{port} ({error.strerror}): try --port"
+            ) from None
+
+
+def run(
+    db_path: str | os.PathLike[str] = "skaala_auth.db",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    pepper: str | bytes | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Seed the database on first start, print the banner and serve the demo until Ctrl-C.
+
+    Raises:
+        ImportError: uvicorn is not installed (the ``demo`` extra).
+        OSError: the port is taken.
+
+    .. versionadded:: 0.1.0
+    """
+    try:
+        import uvicorn
+    except ImportError as error:
+        raise ImportError("the demo needs uvicorn: pip install 'skaala-auth[demo]'") from error
+    path = Path(db_path).resolve()
+    _check_port(host, port)
+    store = SQLiteKeyStore(path)
+    try:
+        key = seed(KeyManager(store, pepper=pepper))
+    finally:
+        store.close()
+    app = create_app(path, pepper=pepper)
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")
+    logging.getLogger("uvicorn.access").addFilter(RedactKeys())
+    stream = out if out is not None else sys.stdout
+    stream.write(banner(path, _url(host, port), key))
+    stream.flush()
+    uvicorn.Server(config).run()

@@ -1,0 +1,422 @@
+"""Starlette, FastAPI and any ASGI app: :class:`ApiKeyMiddleware` and :func:`requires_scope`.
+
+::
+
+    app = Starlette(routes=..., middleware=[Middleware(ApiKeyMiddleware, authenticator=auth)])
+
+    @requires_scope("read:bookings")
+    async def list_bookings(request: Request) -> JSONResponse:
+        principal = request.state.principal
+
+The middleware is a pure ASGI callable: streaming responses, websockets and lifespan pass
+through untouched. Errors are rendered from the core's :class:`~skaala_auth.AuthError`
+(status, headers, body bytes), never invented here.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, ParamSpec, TypeVar, cast
+
+try:
+    from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import Headers
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.websockets import WebSocket
+except ImportError as error:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "skaala_auth.starlette needs Starlette: pip install 'skaala-auth[starlette]'"
+    ) from error
+
+from .authenticator import Authenticator
+from .credentials import extract_key
+from .errors import AuthError
+from .models import Principal
+from .rules import OPTIONAL, PUBLIC, Requirement, Rules, is_cors_preflight
+
+__all__ = ["ApiKeyMiddleware", "ApiKeyUser", "authorize_connection", "requires_scope"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Scope keys set by the middleware (besides ``user``, ``auth`` and ``state["principal"]``).
+MIDDLEWARE_KEY: Final = "skaala_auth.middleware"
+PRINCIPAL_KEY: Final = "skaala_auth.principal"
+_CONNECTIONS: Final = frozenset({Request, WebSocket, HTTPConnection})
+_ANONYMOUS_AUTH: Final = AuthCredentials()
+_ANONYMOUS_USER: Final = UnauthenticatedUser()
+
+ErrorHandler = Callable[[HTTPConnection, AuthError], Response]
+
+
+class ApiKeyUser(BaseUser):
+    """``request.user`` for an authenticated request: Starlette's ``requires(...)`` and
+    ``request.user.is_authenticated`` work with it.
+
+    Attributes:
+        principal: the :class:`~skaala_auth.Principal`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("principal",)
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.principal.user_id
+
+    @property
+    def identity(self) -> str:
+        return self.principal.key_id or self.principal.user_id
+
+    def __repr__(self) -> str:
+        return f"ApiKeyUser({self.principal!r})"
+
+
+class ApiKeyMiddleware:
+    """Authenticates every HTTP request and WebSocket handshake that carries credentials.
+
+    No credentials: anonymous (``request.user.is_authenticated`` is false), unless ``rules``
+    say the path needs a key (401). A bad key: refused on any path that is not public. A good
+    key: ``request.user``, ``request.auth.scopes`` and ``request.state.principal`` are set.
+
+    Args:
+        app: the ASGI app to protect.
+        authenticator: the :class:`~skaala_auth.Authenticator`.
+        rules: a :class:`~skaala_auth.rules.Rules` table, for services that cannot decorate
+            their endpoints.
+        on_error: ``(connection, error) -> Response`` to render refusals differently (HTTP
+            only). By default the core's rendering is sent as it is.
+        close_on_shutdown: close the authenticator (flushing ``last_used_at`` writes) when
+            the app shuts down; it is opened again at the next startup.
+
+    Refused WebSocket handshakes are closed with code 1008 (1013 when the key store is
+    unavailable), with the error message as the reason.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        rules: Rules | None = None,
+        on_error: ErrorHandler | None = None,
+        close_on_shutdown: bool = True,
+    ) -> None:
+        if not isinstance(authenticator, Authenticator):
+            raise TypeError("ApiKeyMiddleware needs authenticator=Authenticator(store)")
+        self.app = app
+        self.authenticator = authenticator
+        self.rules = rules
+        self.on_error = on_error
+        self.close_on_shutdown = close_on_shutdown
+        self._check = authenticator.check_async
+        self._identities: dict[int, tuple[Principal, ApiKeyUser, AuthCredentials]] = {}
+        self._rendered: dict[int, tuple[AuthError, list[tuple[bytes, bytes]], bytes]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        scope[MIDDLEWARE_KEY] = self
+        if self.rules is None and scope.get("method") != "OPTIONS":
+            requirement = OPTIONAL
+        else:
+            requirement = self._requirement(scope)
+        principal: Principal | None = None
+        if not requirement.public:
+            outcome: Principal | AuthError | None = None
+            try:
+                key = extract_key(scope["headers"], scope["query_string"])
+            except AuthError:
+                outcome = await self._authenticate(scope, requirement)
+            else:
+                if key is not None:  # the hot path: the core's non-raising check
+                    outcome = await self._check(key, requirement.scopes, requirement.team_id)
+                elif requirement.required:
+                    outcome = await self._authenticate(scope, requirement)
+            if isinstance(outcome, AuthError):
+                await self._refuse(scope, receive, send, outcome)
+                return
+            principal = outcome
+        self._set_identity(scope, principal)
+        try:
+            await self.app(scope, receive, send)
+        except AuthError as error:
+            # Raised inside the app (by @requires_scope or a FastAPI dependency): rendered the
+            # same way. Had the response already started, the server refuses the second start
+            # and the original error is re-raised.
+            try:
+                await self._refuse(scope, receive, send, error)
+            except Exception:
+                raise error from None
+
+    async def _authenticate(self, scope: Scope, requirement: Requirement) -> Principal | AuthError:
+        """No credentials on a protected path, or an invalid request: the core audits the
+        refusal and raises it."""
+        try:
+            principal = await self.authenticator.authenticate_async(
+                scope["headers"],
+                required_scopes=requirement.scopes,
+                team_id=requirement.team_id,
+                query_string=scope["query_string"],
+            )
+        except AuthError as error:
+            return error
+        return cast(Principal, principal)  # required=True: never None
+
+    def _requirement(self, scope: Scope) -> Requirement:
+        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        if self.rules is None:
+            if method == "OPTIONS" and is_cors_preflight(method, Headers(scope=scope)):
+                return PUBLIC
+            return OPTIONAL
+        path: str = scope["path"]
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):  # match what the router matches
+            path = path[len(root_path) :] or "/"
+        headers = Headers(scope=scope) if method == "OPTIONS" else None
+        return self.rules.match(method, path, headers)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
+        if scope["type"] == "websocket":
+            code = 1013 if error.status_code >= 500 else 1008
+            await send({"type": "websocket.close", "code": code, "reason": error.message})
+            return
+        if self.on_error is not None:
+            response = self.on_error(HTTPConnection(scope, receive), error)
+            await response(scope, receive, send)
+            return
+        rendered = self._rendered.get(id(error))
+        if rendered is None or rendered[0] is not error:
+            rendered = (error, *_render(error))
+            if error.__traceback__ is None:  # a shared refusal (check()): keep its rendering
+                if len(self._rendered) >= 64:
+                    self._rendered.clear()
+                self._rendered[id(error)] = rendered
+        await send(
+            {"type": "http.response.start", "status": error.status_code, "headers": rendered[1]}
+        )
+        await send({"type": "http.response.body", "body": rendered[2]})
+
+    def _set_identity(self, scope: Scope, principal: Principal | None) -> None:
+        scope[PRINCIPAL_KEY] = principal
+        if principal is None:
+            scope["user"], scope["auth"] = _ANONYMOUS_USER, _ANONYMOUS_AUTH
+        else:
+            # One user and credentials object per principal (the core hands out the same
+            # Principal for every request of a cached key); both are immutable.
+            cached = self._identities.get(id(principal))
+            if cached is None or cached[0] is not principal:
+                if len(self._identities) >= 4096:
+                    self._identities.clear()
+                cached = (principal, ApiKeyUser(principal), _Credentials(principal.scopes))
+                self._identities[id(principal)] = cached
+            scope["user"], scope["auth"] = cached[1], cached[2]
+        # The server gives each request its own copy of the lifespan state (ASGI spec).
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = {"principal": principal}
+        else:
+            state["principal"] = principal
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_manage() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await run_in_threadpool(self.authenticator.open)  # after a previous shutdown
+            elif message["type"] == "lifespan.shutdown" and self.close_on_shutdown:
+                # Before the app's own shutdown runs: requests have drained by now, and the app
+                # may close the key store, which must still take the last-used writes.
+                await run_in_threadpool(self.authenticator.close)
+            return message
+
+        await self.app(scope, receive_and_manage, send)
+
+
+def _render(error: AuthError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = error.body_bytes()
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers()]
+    headers.append((b"content-length", str(len(body)).encode("latin-1")))
+    return headers, body
+
+
+class _Credentials(AuthCredentials):
+    """``request.auth``: the scopes as a tuple, so that a shared instance cannot be changed."""
+
+    def __init__(self, scopes: frozenset[str]) -> None:
+        self.scopes = cast(list[str], tuple(sorted(scopes)))
+
+
+def _middleware(scope: Scope) -> ApiKeyMiddleware:
+    middleware: ApiKeyMiddleware | None = scope.get(MIDDLEWARE_KEY)
+    if middleware is None:
+        raise RuntimeError(
+            "skaala_auth: requires_scope / RequireScopes need ApiKeyMiddleware on the app: "
+            "Middleware(ApiKeyMiddleware, authenticator=auth)"
+        )
+    return middleware
+
+
+def _team(scope: Scope, team_param: str | None) -> str | None:
+    if team_param is None:
+        return None
+    value = scope.get("path_params", {}).get(team_param)
+    return None if value is None else str(value)
+
+
+def _authorize(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal | None:
+    """Check the principal the middleware found (raising the refusal, which is audited);
+    ``None`` when the request is anonymous so far."""
+    principal: Principal | None = scope.get(PRINCIPAL_KEY)
+    middleware: ApiKeyMiddleware | None = scope.get(MIDDLEWARE_KEY)
+    if principal is None or middleware is None:
+        return None  # _authenticate() explains a missing middleware
+    team_id = _team(scope, team_param)
+    return middleware.authenticator.authorize(principal, required_scopes=scopes, team_id=team_id)
+
+
+async def _authenticate(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
+    """Authenticate a request the middleware let through anonymously (no credentials, or a
+    public path where it did not read them)."""
+    middleware = _middleware(scope)
+    # required=True: a missing key raises, so the result is never None.
+    principal = cast(
+        Principal,
+        await middleware.authenticator.authenticate_async(
+            scope["headers"],
+            required_scopes=scopes,
+            team_id=_team(scope, team_param),
+            query_string=scope.get("query_string"),
+        ),
+    )
+    middleware._set_identity(scope, principal)
+    return principal
+
+
+def _authenticate_sync(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
+    """:func:`_authenticate` for sync endpoints (which run in a worker thread)."""
+    middleware = _middleware(scope)
+    principal = middleware.authenticator.authenticate(
+        scope["headers"],
+        required_scopes=scopes,
+        team_id=_team(scope, team_param),
+        query_string=scope.get("query_string"),
+    )
+    middleware._set_identity(scope, principal)
+    return principal
+
+
+async def authorize_connection(
+    conn: HTTPConnection, scopes: tuple[str, ...] = (), team_param: str | None = "team_id"
+) -> Principal:
+    """The endpoint-level check behind :func:`requires_scope` and FastAPI's ``RequireScopes``.
+
+    Uses the principal the middleware found; when there is none (no credentials, or a public
+    path where credentials are not read) it authenticates the request itself. The team is the
+    router-resolved ``team_param`` path parameter.
+
+    Raises:
+        AuthError: rendered by :class:`ApiKeyMiddleware`.
+        RuntimeError: the middleware is not installed.
+
+    .. versionadded:: 0.1.0
+    """
+    principal = _authorize(conn.scope, scopes, team_param)
+    if principal is None:
+        principal = await _authenticate(conn.scope, scopes, team_param)
+    return principal
+
+
+def _scope_of(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope:
+    """The scope of the ``Request`` or ``WebSocket`` among an endpoint's arguments."""
+    for value in args:
+        if type(value) in _CONNECTIONS or isinstance(value, HTTPConnection):
+            return value.scope  # type: ignore[no-any-return]
+    for value in kwargs.values():
+        if isinstance(value, HTTPConnection):
+            return value.scope
+    raise TypeError(
+        f"@requires_scope: {func.__qualname__} was called without a Request or WebSocket"
+    )
+
+
+def _is_async(func: object) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
+def requires_scope(
+    *scopes: str, team_param: str | None = "team_id"
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Protect an endpoint: the request needs a valid key with every one of ``scopes`` (AND),
+    and, when the route has a ``team_param`` path parameter, a key of that team.
+
+    Works on function and class-based endpoints (``HTTPEndpoint`` methods), sync and async,
+    HTTP and WebSocket, in Starlette and FastAPI (the endpoint takes a ``Request`` or
+    ``WebSocket`` argument). Needs :class:`ApiKeyMiddleware` on the app, which renders the
+    refusals (401, 403; a WebSocket is closed with 1008).
+
+    Args:
+        scopes: the scopes the endpoint needs.
+        team_param: the path parameter that carries the team id (``None``: no team check).
+
+    .. versionadded:: 0.1.0
+    """
+    for scope in scopes:
+        if not isinstance(scope, str):
+            raise TypeError("requires_scope takes scope names: requires_scope('read:x', ...)")
+    required = tuple(scopes)
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if _is_async(func):
+            async_func = cast(Callable[P, Awaitable[Any]], func)
+
+            @functools.wraps(func)
+            async def async_endpoint(*args: P.args, **kwargs: P.kwargs) -> Any:
+                scope = _scope_of(func, args, kwargs)
+                principal = scope.get(PRINCIPAL_KEY)
+                middleware = scope.get(MIDDLEWARE_KEY)
+                if principal is not None and middleware is not None:
+                    middleware.authenticator.authorize(
+                        principal, required_scopes=required, team_id=_team(scope, team_param)
+                    )
+                else:
+                    await _authenticate(scope, required, team_param)
+                return await async_func(*args, **kwargs)
+
+            return async_endpoint  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
+            scope = _scope_of(func, args, kwargs)
+            if _authorize(scope, required, team_param) is None:
+                _authenticate_sync(scope, required, team_param)
+            return func(*args, **kwargs)
+
+        return endpoint
+
+    return decorate

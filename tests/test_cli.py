@@ -1,0 +1,374 @@
+"""The ``skaala-auth`` command line: as a subprocess for the key life cycle, in process (``main``)
+for every command's output and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skaala_auth import KeyManager, SQLiteKeyStore
+from skaala_auth.cli import main, parse_duration
+
+SCRIPT = Path(sys.executable).parent / "skaala-auth"
+
+
+def run(*args: str, stdin: str = "", db: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The console script as a user runs it (``python -m skaala_auth`` when not installed)."""
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "skaala_auth"]
+    prefix = ["--db", str(db)] if db is not None else []
+    return subprocess.run(
+        [*command, *prefix, *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def cli(
+    capsys: pytest.CaptureFixture[str], *args: str, stdin: str | None = None
+) -> tuple[int, str, str]:
+    """``main()`` in process: (exit status, stdout, stderr)."""
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:  # argparse: --help, usage errors
+        status = int(exit_.code or 0)
+    finally:
+        sys.stdin = sys.__stdin__
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.db"
+    store = SQLiteKeyStore(path)
+    KeyManager(store).add_member(team_id="team_1", user_id="user_1", role="owner")
+    store.close()
+    return path
+
+
+def create(capsys: pytest.CaptureFixture[str], db: Path, *scopes: str) -> dict[str, Any]:
+    flags = [arg for scope in scopes or ("read:bookings",) for arg in ("--scope", scope)]
+    status, out, _ = cli(
+        capsys, "--db", str(db), "keys", "create", "--team", "team_1", "--user", "user_1",
+        *flags, "--json",
+    )  # fmt: skip
+    assert status == 0
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+# -- the life cycle, as a subprocess ----------------------------------------------------------
+
+
+def test_if_a_key_is_created_verified_and_revoked_then_verify_fails(tmp_path: Path) -> None:
+    db = tmp_path / "life.db"
+    assert run("init", db=db).returncode == 0
+    added = run("members", "add", "--team", "t1", "--user", "u1", "--role", "owner", db=db)
+    assert added.returncode == 0, added.stderr
+    created = run(
+        "keys", "create", "--team", "t1", "--user", "u1", "--scope", "read:bookings",
+        "--scope", "write:bookings", "--name", "CI", "--expires-in", "90d", "--json", db=db,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    key = record["key"]
+    assert key.startswith("sk_live_") and record["id"].startswith("key_")
+    assert record["scopes"] == ["read:bookings", "write:bookings"]
+
+    verified = run("keys", "verify", "--json", stdin=key + "\n", db=db)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["key_id"] == record["id"]
+
+    revoked = run("keys", "revoke", record["id"], db=db)
+    assert revoked.returncode == 0 and record["id"] in revoked.stdout
+
+    refused = run("keys", "verify", stdin=key, db=db)
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.strip() == "skaala-auth: refused (401): Invalid API key (revoked)"
+    for output in (refused, revoked, verified):
+        assert key not in output.stdout + output.stderr  # printed once, at creation only
+
+
+def test_if_run_as_a_module_then_the_same_command_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "skaala_auth", "--db", str(tmp_path / "m.db"), "init"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "m.db" in result.stdout
+
+
+# -- every command, in process ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["init"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "show"],
+        ["keys", "revoke"],
+        ["keys", "rotate"],
+        ["keys", "verify"],
+        ["members"],
+        ["members", "add"],
+        ["members", "remove"],
+        ["members", "list"],
+        ["demo"],
+    ],
+    ids=lambda command: " ".join(command) or "skaala-auth",
+)
+def test_if_help_is_asked_of_any_command_then_usage_and_exit_0(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    status, out, _ = cli(capsys, *command, "--help")
+    assert status == 0
+    assert out.startswith("usage: skaala-auth")
+
+
+def test_if_keys_create_then_the_key_is_printed_once_with_the_record(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    status, out, err = cli(
+        capsys, "--db", str(db), "keys", "create", "--team", "team_1", "--user", "user_1",
+        "--scope", "read:bookings", "--name", "CI", "--expires-in", "1h30m",
+    )  # fmt: skip
+    assert (status, err) == (0, "")
+    key = next(word for word in out.split() if word.startswith("sk_live_"))
+    assert out.count(key) == 1
+    assert "name:" in out and "CI" in out and "read:bookings" in out
+    record = KeyManager(SQLiteKeyStore(db)).list_keys(team_id="team_1")[0]
+    assert record.expires_at - record.created_at == timedelta(hours=1, minutes=30)
+
+
+def test_if_keys_create_json_then_one_object_with_key_and_id(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    document = create(capsys, db)
+    assert set(document) >= {"key", "id", "team_id", "user_id", "scopes", "expires_at", "status"}
+    assert document["status"] == "active"
+
+
+def test_if_global_json_is_given_before_the_command_then_json_too(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    create(capsys, db)
+    status, out, _ = cli(capsys, "--db", str(db), "--json", "keys", "list", "--team", "team_1")
+    assert status == 0 and len(json.loads(out)) == 1
+
+
+def test_if_keys_list_show_rotate_then_the_records(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    first = create(capsys, db)
+    status, out, _ = cli(capsys, "--db", str(db), "keys", "list", "--team", "team_1")
+    assert status == 0 and first["id"] in out and "STATUS" in out and first["key"] not in out
+
+    status, out, _ = cli(capsys, "--db", str(db), "keys", "show", first["id"], "--json")
+    assert json.loads(out)["prefix"] == first["prefix"]
+
+    status, out, _ = cli(
+        capsys, "--db", str(db), "keys", "rotate", first["id"], "--grace", "0", "--json"
+    )
+    rotated = json.loads(out)
+    assert status == 0 and rotated["rotated_from"] == first["id"]
+    assert rotated["key"].startswith("sk_live_") and rotated["key"] != first["key"]
+    status, out, _ = cli(capsys, "--db", str(db), "keys", "verify", stdin=rotated["key"])
+    assert status == 0 and rotated["id"] in out
+    status, _, err = cli(capsys, "--db", str(db), "keys", "verify", stdin=first["key"])
+    assert status == 1 and "(expired)" in err
+
+    status, out, _ = cli(capsys, "--db", str(db), "keys", "list", "--team", "nobody")
+    assert status == 0 and "No keys" in out
+
+
+def test_if_keys_verify_is_given_scopes_and_a_team_then_it_checks_them(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    key = create(capsys, db)["key"]
+    base = ["--db", str(db), "keys", "verify"]
+    status, _, err = cli(capsys, *base, "--scope", "write:bookings", stdin=key)
+    assert status == 1 and "refused (403): Insufficient scopes" in err
+    status, out, _ = cli(capsys, *base, "--team", "team_2", "--json", stdin=key)
+    assert status == 1
+    assert json.loads(out) == {
+        "valid": False,
+        "status": 403,
+        "error": "forbidden",
+        "message": "API key does not belong to this team",
+        "reason": "team_mismatch",
+    }
+    status, out, _ = cli(capsys, *base, "--scope", "read:bookings", "--team", "team_1", stdin=key)
+    assert status == 0 and "valid:" in out
+
+
+def test_if_a_test_key_is_verified_then_only_with_accept_test_keys(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    status, out, _ = cli(
+        capsys, "--db", str(db), "keys", "create", "--team", "team_1", "--user", "user_1",
+        "--scope", "read:bookings", "--test", "--json",
+    )  # fmt: skip
+    key = json.loads(out)["key"]
+    assert key.startswith("sk_test_")
+    assert cli(capsys, "--db", str(db), "keys", "verify", stdin=key)[0] == 1
+    assert cli(capsys, "--db", str(db), "keys", "verify", "--accept-test-keys", stdin=key)[0] == 0
+
+
+def test_if_members_are_added_listed_and_removed_then_the_table_follows(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    base = ["--db", str(db), "members"]
+    status, out, _ = cli(capsys, *base, "add", "--team", "team_1", "--user", "user_2")
+    assert status == 0 and "user_2 is now member of team_1" in out
+    status, out, _ = cli(capsys, *base, "add", "--team", "team_1", "--user", "user_2", "--role",
+                         "admin", "--json")  # fmt: skip
+    assert json.loads(out)["role"] == "admin"
+    status, out, _ = cli(capsys, *base, "list", "--team", "team_1")
+    assert "user_1" in out and "owner" in out and "admin" in out
+    status, out, _ = cli(capsys, *base, "remove", "--team", "team_1", "--user", "user_2", "--json")
+    assert json.loads(out) == {"team_id": "team_1", "user_id": "user_2", "removed": True}
+    status, out, _ = cli(capsys, *base, "list", "--team", "team_9")
+    assert "No members" in out
+    status, out, _ = cli(capsys, *base, "list", "--team", "team_1", "--json")
+    assert [m["user_id"] for m in json.loads(out)] == ["user_1"]
+
+
+# -- errors: one line on stderr, non-zero, never a traceback ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["keys", "show", "key_nope"], "no key with id 'key_nope'"),
+        (["keys", "revoke", "key_nope"], "no key with id 'key_nope'"),
+        (
+            ["keys", "create", "--team", "team_1", "--user", "user_9", "--scope", "read:calls"],
+            "members add --team team_1 --user user_9",
+        ),
+        (
+            ["keys", "create", "--team", "team_1", "--user", "user_1", "--scope", "read:nope"],
+            "unknown scope(s): read:nope (known: read:bookings",
+        ),
+        (["members", "remove", "--team", "team_1", "--user", "user_9"], "'user_9' is not a member"),
+        (["members", "add", "--team", "", "--user", "u"], "must not be empty"),
+        (["keys", "verify"], "no key given"),
+    ],
+)
+def test_if_a_command_fails_then_one_clear_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], db: Path, args: list[str], message: str
+) -> None:
+    status, out, err = cli(capsys, "--db", str(db), *args, stdin="")
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("skaala-auth: error: ")
+    assert message in err
+
+
+def test_if_the_database_is_missing_then_it_says_to_run_init(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = cli(capsys, "--db", str(tmp_path / "none.db"), "keys", "list", "--team", "t")
+    assert status == 1 and "run 'skaala-auth --db" in err and "init' first" in err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_if_the_database_is_not_sqlite_then_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    status, _, err = cli(capsys, "--db", str(junk), "keys", "list", "--team", "t")
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_if_skaala_auth_db_is_set_then_it_is_the_default(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKAALA_AUTH_DB", str(tmp_path / "env.db"))
+    assert cli(capsys, "init")[0] == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_if_no_db_is_given_then_the_current_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SKAALA_AUTH_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = cli(capsys, "init", "--json")
+    assert status == 0 and json.loads(out)["database"] == str(tmp_path / "skaala_auth.db")
+
+
+def test_if_a_dsn_is_given_without_the_postgres_store_then_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if os.path.exists(Path(__file__).parent.parent / "skaala_auth" / "stores" / "postgres.py"):
+        pytest.skip("the PostgreSQL store exists: tested with it")
+    status, _, err = cli(
+        capsys, "--dsn", "postgresql://127.0.0.1/test", "keys", "list", "--team", "t"
+    )
+    assert status == 1 and "skaala-auth[postgres]" in err
+
+
+def test_if_a_key_is_passed_as_an_argument_then_refused_and_not_echoed(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    key = create(capsys, db)["key"]
+    status, out, err = cli(capsys, "--db", str(db), "keys", "verify", key)
+    assert status == 2 and key not in out + err and "sk_[redacted]" in err
+
+
+def test_if_both_db_and_dsn_then_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "--db", "x.db", "--dsn", "postgresql://x", "init")[0] == 2
+
+
+def test_if_the_demo_port_is_taken_then_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        status, _, err = cli(capsys, "--db", str(tmp_path / "d.db"), "demo", "--port", port)
+    assert status == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+    assert not (tmp_path / "d.db").exists()  # nothing created, no key printed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("24h", timedelta(hours=24)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        ("45s", timedelta(seconds=45)),
+        ("0", timedelta(0)),
+        (" 3D ", timedelta(days=3)),
+    ],
+)
+def test_if_a_duration_is_written_with_units_then_it_parses(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "90", "d", "1.5h", "-1d", "1y", "1h 30m"])
+def test_if_a_duration_is_malformed_then_a_usage_error(
+    capsys: pytest.CaptureFixture[str], db: Path, text: str
+) -> None:
+    status, _, err = cli(
+        capsys, "--db", str(db), "keys", "create", "--team", "team_1", "--user", "user_1",
+        "--scope", "read:bookings", f"--expires-in={text}",
+    )  # fmt: skip
+    assert status == 2 and "invalid duration" in err
