@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Literal, Protocol, overload
+from typing import Final, Literal, Protocol, overload
 
 from .audit import AuditEvent, AuditHook, audit_logger
 from .cache import Entry, KeyCache, SingleFlight, fast_lookup
@@ -41,6 +41,8 @@ __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 # a flood of junk keys then costs no allocation at all. Never raised (see _raisable).
 _MALFORMED = InvalidKeyError(reason=Reason.MALFORMED)
 _UNKNOWN = InvalidKeyError(reason=Reason.UNKNOWN)
+_MISSING = MissingKeyError()
+_SHARED: Final = (_MALFORMED, _UNKNOWN, _MISSING)
 
 
 #: The authenticator every Authenticator defers to while a test overrides them (see
@@ -68,8 +70,8 @@ def override(authenticator: Authenticator | None) -> Authenticator | None:
 def _raisable(error: AuthError) -> AuthError:
     """A fresh copy of a shared refusal (a raised exception keeps a traceback and context that
     must not be shared between threads); any other error as it is."""
-    if error is _MALFORMED or error is _UNKNOWN:
-        return InvalidKeyError(reason=error.reason)
+    if error in _SHARED:
+        return type(error)(reason=error.reason)
     return error
 
 
@@ -107,6 +109,8 @@ class Authenticator:
         hash_algorithm: ``"blake2b-keyed"`` or ``"hmac-sha256"`` with a pepper.
         accept_test_keys: also accept ``sk_test_`` keys (refused by default).
         last_used_interval: seconds between batched ``last_used_at`` writes.
+        track_last_used: record ``last_used_at`` at all (``False`` for tools that only
+            inspect keys, such as ``skaala-auth keys verify``).
         poll_interval: seconds between checks for changes made by other processes.
         store_timeout: seconds an async caller waits for the store before answering 503.
         audit: called with an :class:`~skaala_auth.audit.AuditEvent` for every outcome.
@@ -128,6 +132,7 @@ class Authenticator:
         hash_algorithm: Algorithm | None = None,
         accept_test_keys: bool = False,
         last_used_interval: float = 60.0,
+        track_last_used: bool = True,
         poll_interval: float = 0.5,
         store_timeout: float = 5.0,
         audit: AuditHook | None = None,
@@ -155,11 +160,13 @@ class Authenticator:
         self._next_poll = 0.0
         self.last_used = LastUsedRecorder(store, last_used_interval)
         self._last_used_interval = last_used_interval
+        self._track_last_used = track_last_used
         self._unsubscribe = store.subscribe(self._on_change)
         self._closed = False
         self._poll_lock_for_open = threading.Lock()
-        # Whether outcomes are audited: re-read from the logger at every poll (see _poll).
+        # Whether outcomes are audited: read now, and again from the logger at every poll.
         self._audit_success = self._audit_failure = True
+        self._refresh_audit_flags()
 
     # -- the public faces ----------------------------------------------------------------------
 
@@ -212,18 +219,38 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
-        if _override is not None and _override is not self:
-            return _override.authenticate(
-                headers,
-                required_scopes=required_scopes,
-                team_id=team_id,
-                query_string=query_string,
-                required=required,
-            )
-        key = self._extract(headers, query_string, required)
-        if key is None:
-            return None
-        return self.verify(key, required_scopes=required_scopes, team_id=team_id)
+        outcome = self.check_request(
+            headers,
+            required_scopes=required_scopes,
+            team_id=team_id,
+            query_string=query_string,
+            required=required,
+        )
+        if isinstance(outcome, AuthError):
+            raise _raisable(outcome)
+        return outcome
+
+    @overload
+    async def authenticate_async(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: Literal[True] = True,
+    ) -> Principal: ...
+
+    @overload
+    async def authenticate_async(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool,
+    ) -> Principal | None: ...
 
     async def authenticate_async(
         self,
@@ -239,18 +266,77 @@ class Authenticator:
 
         .. versionadded:: 0.1.0
         """
+        outcome = await self.check_request_async(
+            headers,
+            required_scopes=required_scopes,
+            team_id=team_id,
+            query_string=query_string,
+            required=required,
+        )
+        if isinstance(outcome, AuthError):
+            raise _raisable(outcome)
+        return outcome
+
+    def check_request(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool = True,
+    ) -> Principal | AuthError | None:
+        """:meth:`authenticate` without raising — the one call a middleware needs: the
+        :class:`~skaala_auth.Principal`, ``None`` (no credentials and ``required=False``), or
+        the :class:`~skaala_auth.AuthError` to render (see :meth:`check` about shared
+        refusals).
+
+        .. versionadded:: 0.1.0
+        """
         if _override is not None and _override is not self:
-            return await _override.authenticate_async(
+            return _override.check_request(
                 headers,
                 required_scopes=required_scopes,
                 team_id=team_id,
                 query_string=query_string,
                 required=required,
             )
-        key = self._extract(headers, query_string, required)
+        try:
+            key = extract_key(headers, query_string)
+        except AuthError as error:
+            return self._audited(error)
         if key is None:
-            return None
-        return await self.verify_async(key, required_scopes=required_scopes, team_id=team_id)
+            return self._missing() if required else None
+        return self.check(key, required_scopes, team_id)
+
+    async def check_request_async(
+        self,
+        headers: HeadersLike,
+        *,
+        required_scopes: Collection[str] = (),
+        team_id: str | None = None,
+        query_string: str | bytes | None = None,
+        required: bool = True,
+    ) -> Principal | AuthError | None:
+        """:meth:`check_request` for async code.
+
+        .. versionadded:: 0.1.0
+        """
+        if _override is not None and _override is not self:
+            return await _override.check_request_async(
+                headers,
+                required_scopes=required_scopes,
+                team_id=team_id,
+                query_string=query_string,
+                required=required,
+            )
+        try:
+            key = extract_key(headers, query_string)
+        except AuthError as error:
+            return self._audited(error)
+        if key is None:
+            return self._missing() if required else None
+        return await self.check_async(key, required_scopes, team_id)
 
     def verify(
         self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
@@ -335,7 +421,7 @@ class Authenticator:
         digest: bytes = self._new_hash(data).digest()
         now = self.clock()
         if now >= self._next_poll:
-            await asyncio.to_thread(self._poll, now)
+            await self._poll_async(now)
         entry = self.cache.peek(digest)
         if entry is None or now >= entry.fresh_until:
             loaded = await self._load_async(digest, key, now)
@@ -410,17 +496,8 @@ class Authenticator:
 
     # -- shared steps --------------------------------------------------------------------------
 
-    def _extract(
-        self, headers: HeadersLike, query_string: str | bytes | None, required: bool
-    ) -> str | None:
-        try:
-            key = extract_key(headers, query_string)
-        except AuthError as error:
-            self._emit(AuditEvent.failure(error))
-            raise
-        if key is None and required:
-            raise self._audited(MissingKeyError())
-        return key
+    def _missing(self) -> AuthError:
+        return self._audited(MissingKeyError()) if self._audit_failure else _MISSING
 
     def _malformed(self, data: bytes, key: str) -> AuthError:
         """The refusal of a key that failed the format checks, or of a test key where those are
@@ -446,7 +523,8 @@ class Authenticator:
                 return self._audited(error, principal=outcome)
         if now >= entry.touch_due:
             entry.touch_due = now + self._last_used_interval
-            self.last_used.mark(grant.principal.key_id or "", now)
+            if self._track_last_used:
+                self.last_used.mark(grant.principal.key_id or "", now)
         if self._audit_success:
             self._emit(AuditEvent.success(outcome))
         return outcome
@@ -546,28 +624,44 @@ class Authenticator:
 
     def _poll(self, now: float) -> None:
         """Let the store deliver other processes' changes (at most every ``poll_interval``)."""
-        if self._closed:
-            self.open()
         if not self._poll_lock.acquire(blocking=False):
             return  # another thread is polling right now
         try:
             if now < self._next_poll:
                 return
             self._next_poll = now + self.poll_interval
-            # Whether successes are audited, refreshed here rather than asked of the logging
-            # module on every request: a logging change takes effect within one poll interval.
-            hooked = self._audit is not None
-            self._audit_success = hooked or audit_logger.isEnabledFor(logging.DEBUG)
-            self._audit_failure = hooked or audit_logger.isEnabledFor(logging.INFO)
-            try:
-                self.store.poll_changes()
-            except Exception:
-                # We cannot tell what changed: trust nothing cached, so the store decides the
-                # next requests (and fails closed if it is down).
-                log.warning("could not poll the key store for changes", exc_info=True)
-                self.cache.clear()
+            self._poll_now()
         finally:
             self._poll_lock.release()
+
+    def _poll_now(self) -> None:
+        if self._closed:
+            self.open()
+        self._refresh_audit_flags()
+        try:
+            self.store.poll_changes()
+        except Exception:
+            # We cannot tell what changed: trust nothing cached, so the store decides the next
+            # requests (and fails closed if it is down).
+            log.warning("could not poll the key store for changes", exc_info=True)
+            self.cache.clear()
+
+    def _refresh_audit_flags(self) -> None:
+        # Whether outcomes are audited, refreshed at each poll rather than asked of the logging
+        # module on every request: a logging change takes effect within one poll interval.
+        hooked = self._audit is not None
+        self._audit_success = hooked or audit_logger.isEnabledFor(logging.DEBUG)
+        self._audit_failure = hooked or audit_logger.isEnabledFor(logging.INFO)
+
+    async def _poll_async(self, now: float) -> None:
+        # Claim the interval before the hop to a thread, so the requests that arrive while the
+        # poll runs do not each hop too (they are at most one poll late, inside the bound).
+        self._next_poll = now + self.poll_interval
+        await asyncio.to_thread(self._poll_locked)
+
+    def _poll_locked(self) -> None:
+        with self._poll_lock:
+            self._poll_now()
 
     def _on_change(self, change: Change) -> None:
         self.cache.invalidate(change)

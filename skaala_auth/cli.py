@@ -281,7 +281,10 @@ def _read_key() -> str:
 def cmd_keys_verify(args: argparse.Namespace) -> int:
     key = _read_key()
     authenticator = Authenticator(
-        open_store(args), pepper=_pepper(), accept_test_keys=args.accept_test_keys
+        open_store(args),
+        pepper=_pepper(),
+        accept_test_keys=args.accept_test_keys,
+        track_last_used=False,  # inspecting a key is not using it
     )
     try:
         principal = authenticator.verify(key, required_scopes=args.scopes, team_id=args.team)

@@ -52,7 +52,9 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
     api_key: str | bytes | None = None
     items: Iterable[tuple[str | bytes, str | bytes]]
     # type() first: isinstance against the Mapping ABC costs as much as the rest of this loop.
-    if type(headers) is dict or isinstance(headers, Mapping):
+    if type(headers) is list:  # ASGI's scope["headers"], WSGI adapters' pairs
+        items = headers
+    elif type(headers) is dict or isinstance(headers, Mapping):
         items = headers.items()
     else:
         items = headers

@@ -136,6 +136,21 @@ class AuthError(Exception):
             headers.append(("www-authenticate", challenge))
         return headers
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` plus ``content-length``, latin-1 encoded: what an ASGI server sends.
+        Computed once per error object (shared refusals are rendered once per process).
+
+        .. versionadded:: 0.1.0
+        """
+        try:
+            return self._raw_headers
+        except AttributeError:
+            body = self.body_bytes()
+            raw = [(name.encode(), value.encode("latin-1")) for name, value in self.headers()]
+            raw.append((b"content-length", str(len(body)).encode()))
+            self._raw_headers: list[tuple[bytes, bytes]] = raw
+            return raw
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason.value!r})"
 

@@ -183,7 +183,7 @@ class ApiKeyMiddleware:
             )
         except AuthError as error:
             return error
-        return cast(Principal, principal)  # required=True: never None
+        return principal  # required=True: never None
 
     def _requirement(self, scope: Scope) -> Requirement:
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
@@ -301,14 +301,11 @@ async def _authenticate(scope: Scope, scopes: tuple[str, ...], team_param: str |
     public path where it did not read them)."""
     middleware = _middleware(scope)
     # required=True: a missing key raises, so the result is never None.
-    principal = cast(
-        Principal,
-        await middleware.authenticator.authenticate_async(
-            scope["headers"],
-            required_scopes=scopes,
-            team_id=_team(scope, team_param),
-            query_string=scope.get("query_string"),
-        ),
+    principal = await middleware.authenticator.authenticate_async(
+        scope["headers"],
+        required_scopes=scopes,
+        team_id=_team(scope, team_param),
+        query_string=scope.get("query_string"),
     )
     middleware._set_identity(scope, principal)
     return principal

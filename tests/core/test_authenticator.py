@@ -577,3 +577,51 @@ class TestReopen:
             auth.verify(other)
         auth.close()
         assert manager.get_key(other_record.id).last_used_at is not None  # flushed again
+
+
+class TestRequestLevelCheck:
+    def test_if_check_request_then_every_outcome_returned(
+        self, auth: Authenticator, manager: KeyManager
+    ) -> None:
+        key = make_key(manager)
+        assert auth.check_request(bearer(key)).team_id == "team_1"  # type: ignore[union-attr]
+        assert auth.check_request([], required=False) is None
+        missing = auth.check_request([])
+        assert isinstance(missing, MissingKeyError) and missing.status_code == 401
+        both = auth.check_request([("authorization", f"Bearer {key}"), ("x-api-key", key)])
+        assert isinstance(both, InvalidRequestError)
+        scoped = auth.check_request(bearer(key), required_scopes=["write:calls"])
+        assert isinstance(scoped, InsufficientScopeError)
+
+    def test_if_shared_refusal_raised_then_a_fresh_copy(self, auth: Authenticator) -> None:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(MissingKeyError) as caught:
+                auth.authenticate({})
+            errors.append(caught.value)
+        assert errors[0] is not errors[1]
+        assert auth.check_request({}) is auth.check_request({})  # shared when nobody audits
+
+    def test_if_async_check_request_then_same(
+        self, auth: Authenticator, manager: KeyManager
+    ) -> None:
+        key = make_key(manager)
+        outcome = asyncio.run(auth.check_request_async([(b"x-api-key", key.encode())]))
+        assert isinstance(outcome, Principal)
+        assert asyncio.run(auth.check_request_async([], required=False)) is None
+
+    def test_if_not_tracking_last_used_then_nothing_written(
+        self, store: CountingStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        with Authenticator(store, clock=clock, track_last_used=False) as auth:
+            auth.verify(key)
+            assert auth.last_used.pending() == {}
+        assert manager.get_key(record.id).last_used_at is None
+
+    def test_if_rendered_for_asgi_then_raw_headers_with_length(self) -> None:
+        error = InvalidKeyError(reason=Reason.UNKNOWN)
+        raw = dict(error.raw_headers())
+        assert raw[b"content-length"] == str(len(error.body_bytes())).encode()
+        assert raw[b"www-authenticate"] == b'Bearer realm="api", error="invalid_token"'
+        assert error.raw_headers() is error.raw_headers()
