@@ -3,6 +3,9 @@ Flask app and a small Starlette app, run by pytest's own ``pytester``."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -110,3 +113,21 @@ def test_if_the_plugin_is_installed_then_fixtures_are_listed(pytester: pytest.Py
     result.stdout.fnmatch_lines(
         ["*skaala_clock*", "*api_key_factory*", "*auth_headers*", "*skaala_auth_override*"]
     )
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+FILE_BLOCK = re.compile(r"^```py\n# file: (?P<name>[\w.]+)\n(?P<body>.*?)^```", re.M | re.S)
+
+
+def test_if_the_testing_page_is_run_as_a_project_then_every_example_passes(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("django")
+    files = {m["name"]: m["body"] for m in FILE_BLOCK.finditer(DOCS.read_text(encoding="utf-8"))}
+    assert {"shop_starlette.py", "shop_flask.py", "shop_fastapi.py", "conftest.py"} <= set(files)
+    for name, body in files.items():
+        pytester.path.joinpath(name).write_text(body, encoding="utf-8")
+    tests = sum(len(re.findall(r"^def test_", body, re.M)) for body in files.values())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=tests)
