@@ -20,7 +20,7 @@ demo: $(BIN)/.installed
 # pytest plugin imports the package before pytest-cov could start).
 test: $(BIN)/.installed
 	$(BIN)/coverage run -m pytest
-	$(BIN)/coverage report --fail-under=90
+	$(BIN)/coverage report --fail-under=95
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ from .errors import (
 from .models import Principal, Role
 from .stores.base import KeyRecord
 
-__all__ = ["Grant", "authorize", "decide", "refusal"]
+__all__ = ["Grant", "decide", "refusal"]
 
 _NEVER = float("inf")
 
@@ -87,26 +87,6 @@ def refusal(
     if required_scopes and not principal.scopes.issuperset(required_scopes):
         return InsufficientScopeError(required_scopes)
     return None
-
-
-def authorize(
-    principal: Principal, required_scopes: Collection[str] = (), team_id: str | None = None
-) -> Principal:
-    """:func:`refusal`, raising.
-
-    Returns:
-        ``principal``, unchanged.
-
-    Raises:
-        TeamMismatchError: ``team_id`` is not the principal's team.
-        InsufficientScopeError: a required scope is missing.
-
-    .. versionadded:: 0.1.0
-    """
-    error = refusal(principal, required_scopes, team_id)
-    if error is not None:
-        raise error
-    return principal
 
 
 def decide(

@@ -103,7 +103,8 @@ def test_if_a_service_uses_the_fixtures_then_outcomes_are_real(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(apps=APPS, test_service=TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    # In-process, so that coverage sees the fixtures run.
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(["*test_starlette_wrong_scope_must_fail*", "*assert 403 == 200*"])
 

@@ -625,3 +625,43 @@ class TestRequestLevelCheck:
         assert raw[b"content-length"] == str(len(error.body_bytes())).encode()
         assert raw[b"www-authenticate"] == b'Bearer realm="api", error="invalid_token"'
         assert error.raw_headers() is error.raw_headers()
+
+
+class TestLastUsedFailures:
+    def test_if_the_store_fails_a_flush_then_marks_are_kept_for_the_next(
+        self,
+        store: CountingStore,
+        manager: KeyManager,
+        clock: Clock,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        from skaala_auth.lastused import LastUsedRecorder
+
+        _, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        failing = {"left": 1}
+        original = store.record_last_used
+
+        def flaky(used: Any) -> None:
+            if failing["left"]:
+                failing["left"] -= 1
+                raise ConnectionError("store down")
+            original(used)
+
+        store.record_last_used = flaky  # type: ignore[method-assign]
+        recorder = LastUsedRecorder(store, interval=3600)
+        recorder.mark(record.id, clock.now)
+        with caplog.at_level(logging.WARNING, logger="skaala_auth.lastused"):
+            assert recorder.flush() == 0
+        assert "will retry" in caplog.text
+        recorder.mark(record.id, clock.now - 5)  # older: does not move the pending mark back
+        assert recorder.pending() == {record.id: clock.now}
+        assert recorder.flush() == 1
+        assert manager.get_key(record.id).last_used_at.timestamp() == pytest.approx(clock.now)
+        assert recorder.flush() == 0
+        recorder.close()
+
+    def test_if_interval_not_positive_then_value_error(self, store: CountingStore) -> None:
+        from skaala_auth.lastused import LastUsedRecorder
+
+        with pytest.raises(ValueError, match="positive"):
+            LastUsedRecorder(store, interval=0)
