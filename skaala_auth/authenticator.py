@@ -301,12 +301,9 @@ class Authenticator:
                 query_string=query_string,
                 required=required,
             )
-        try:
-            key = extract_key(headers, query_string)
-        except AuthError as error:
-            return self._audited(error)
-        if key is None:
-            return self._missing() if required else None
+        key = self._request_key(headers, query_string, required)
+        if not isinstance(key, str):
+            return key
         return self.check(key, required_scopes, team_id)
 
     async def check_request_async(
@@ -330,12 +327,9 @@ class Authenticator:
                 query_string=query_string,
                 required=required,
             )
-        try:
-            key = extract_key(headers, query_string)
-        except AuthError as error:
-            return self._audited(error)
-        if key is None:
-            return self._missing() if required else None
+        key = self._request_key(headers, query_string, required)
+        if not isinstance(key, str):
+            return key
         return await self.check_async(key, required_scopes, team_id)
 
     def verify(
@@ -496,7 +490,17 @@ class Authenticator:
 
     # -- shared steps --------------------------------------------------------------------------
 
-    def _missing(self) -> AuthError:
+    def _request_key(
+        self, headers: HeadersLike, query_string: str | bytes | None, required: bool
+    ) -> str | AuthError | None:
+        """The request's key; else the refusal (400, or 401 when a key is required), or
+        ``None`` for an anonymous request that may go on."""
+        try:
+            key = extract_key(headers, query_string)
+        except AuthError as error:
+            return self._audited(error)
+        if key is not None or not required:
+            return key
         return self._audited(MissingKeyError()) if self._audit_failure else _MISSING
 
     def _malformed(self, data: bytes, key: str) -> AuthError:
