@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, generate_key
+from skaala_auth.credentials import environ_headers
 
 Environ = dict[str, Any]
 App = Callable[[Environ, Any], Iterable[bytes]]
@@ -106,9 +107,24 @@ def flask_variants() -> dict[str, tuple[App, Environ]]:
     def protected_view(team_id: str) -> dict[str, str]:
         return {"team_id": team_id}
 
+    def core_only(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        """Reference: the core alone in front of the bare app (the call the adapter makes,
+        nothing set, no decorator)."""
+        auth.check_request(
+            environ_headers(environ),
+            required_scopes=("read:bookings",),
+            team_id="team_1",
+            query_string=environ.get("QUERY_STRING"),
+        )
+        return bare(environ, start_response)
+
     path = "/teams/team_1/bookings"
     return {
         "flask bare view": (bare, environ(path, {})),
+        "flask reference: the core alone (check_request before the bare app)": (
+            core_only,
+            environ(path, {"Authorization": f"Bearer {key}"}),
+        ),
         "flask @requires_scope, cached key": (
             protected,
             environ(path, {"Authorization": f"Bearer {key}"}),
@@ -151,7 +167,7 @@ def drf_variants() -> dict[str, tuple[App, Environ]]:
     from django.core.management import call_command
     from django.core.wsgi import get_wsgi_application
     from django.urls import path
-    from rest_framework.permissions import AllowAny
+    from rest_framework.permissions import AllowAny, BasePermission
     from rest_framework.request import Request
     from rest_framework.response import Response
     from rest_framework.views import APIView
@@ -178,15 +194,36 @@ def drf_variants() -> dict[str, tuple[App, Environ]]:
     class Theirs(Open):
         permission_classes = [HasAPIKey]
 
+    class CoreOnly(BasePermission):  # type: ignore[misc]
+        """Reference: the core alone (the call the adapter makes, nothing set)."""
+
+        def has_permission(self, request: Request, view: Any) -> bool:
+            meta = request._request.META
+            auth.check_request(
+                environ_headers(meta),
+                required_scopes=("read:bookings",),
+                team_id=view.kwargs.get("team_id"),
+                query_string=meta.get("QUERY_STRING"),
+            )
+            return True
+
+    class Core(Open):
+        permission_classes = [CoreOnly]
+
     globals()["urlpatterns"] = [
         path("open/<str:team_id>/bookings", Open.as_view()),
         path("ours/<str:team_id>/bookings", Ours.as_view()),
         path("theirs/<str:team_id>/bookings", Theirs.as_view()),
         path("user/<str:team_id>/bookings", OursWithUser.as_view()),
+        path("core/<str:team_id>/bookings", Core.as_view()),
     ]
     app = get_wsgi_application()
     return {
         "drf AllowAny": (app, environ("/open/team_1/bookings", {})),
+        "drf reference: the core alone (check_request in a permission)": (
+            app,
+            environ("/core/team_1/bookings", {"Authorization": f"Bearer {key}"}),
+        ),
         "drf HasScopes (skaala_auth), cached key": (
             app,
             environ("/ours/team_1/bookings", {"Authorization": f"Bearer {key}"}),

@@ -36,21 +36,17 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
     ) from error
 
 from .authenticator import Authenticator
-from .credentials import extract_key
 from .errors import AuthError
 from .models import Principal
 from .rules import OPTIONAL, PUBLIC, Requirement, Rules, is_cors_preflight
+from .verify import refusal
 
 __all__ = ["ApiKeyMiddleware", "ApiKeyUser", "authorize_connection", "requires_scope"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Scope keys set by the middleware (besides ``user``, ``auth`` and ``state["principal"]``).
-MIDDLEWARE_KEY: Final = "skaala_auth.middleware"
-PRINCIPAL_KEY: Final = "skaala_auth.principal"
 _CONNECTIONS: Final = frozenset({Request, WebSocket, HTTPConnection})
-_ANONYMOUS_AUTH: Final = AuthCredentials()
 _ANONYMOUS_USER: Final = UnauthenticatedUser()
 
 ErrorHandler = Callable[[HTTPConnection, AuthError], Response]
@@ -126,9 +122,11 @@ class ApiKeyMiddleware:
         self.rules = rules
         self.on_error = on_error
         self.close_on_shutdown = close_on_shutdown
-        self._check = authenticator.check_async
-        self._identities: dict[int, tuple[Principal, ApiKeyUser, AuthCredentials]] = {}
-        self._rendered: dict[int, tuple[AuthError, list[tuple[bytes, bytes]], bytes]] = {}
+        self._check = authenticator.check_request_async
+        self._anonymous = _Credentials(self, None)
+        # One request.auth per principal (the core hands out the same Principal for every
+        # request of a cached key); it is immutable.
+        self._identities: dict[int, _Credentials] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -138,23 +136,19 @@ class ApiKeyMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        scope[MIDDLEWARE_KEY] = self
         if self.rules is None and scope.get("method") != "OPTIONS":
             requirement = OPTIONAL
         else:
             requirement = self._requirement(scope)
-        principal: Principal | None = None
+        principal = None
         if not requirement.public:
-            outcome: Principal | AuthError | None = None
-            try:
-                key = extract_key(scope["headers"], scope["query_string"])
-            except AuthError:
-                outcome = await self._authenticate(scope, requirement)
-            else:
-                if key is not None:  # the hot path: the core's non-raising check
-                    outcome = await self._check(key, requirement.scopes, requirement.team_id)
-                elif requirement.required:
-                    outcome = await self._authenticate(scope, requirement)
+            outcome = await self._check(
+                scope["headers"],
+                required_scopes=requirement.scopes,
+                team_id=requirement.team_id,
+                query_string=scope["query_string"],
+                required=requirement.required,
+            )
             if isinstance(outcome, AuthError):
                 await self._refuse(scope, receive, send, outcome)
                 return
@@ -170,20 +164,6 @@ class ApiKeyMiddleware:
                 await self._refuse(scope, receive, send, error)
             except Exception:
                 raise error from None
-
-    async def _authenticate(self, scope: Scope, requirement: Requirement) -> Principal | AuthError:
-        """No credentials on a protected path, or an invalid request: the core audits the
-        refusal and raises it."""
-        try:
-            principal = await self.authenticator.authenticate_async(
-                scope["headers"],
-                required_scopes=requirement.scopes,
-                team_id=requirement.team_id,
-                query_string=scope["query_string"],
-            )
-        except AuthError as error:
-            return error
-        return principal  # required=True: never None
 
     def _requirement(self, scope: Scope) -> Requirement:
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
@@ -207,32 +187,26 @@ class ApiKeyMiddleware:
             response = self.on_error(HTTPConnection(scope, receive), error)
             await response(scope, receive, send)
             return
-        rendered = self._rendered.get(id(error))
-        if rendered is None or rendered[0] is not error:
-            rendered = (error, *_render(error))
-            if error.__traceback__ is None:  # a shared refusal (check()): keep its rendering
-                if len(self._rendered) >= 64:
-                    self._rendered.clear()
-                self._rendered[id(error)] = rendered
-        await send(
-            {"type": "http.response.start", "status": error.status_code, "headers": rendered[1]}
-        )
-        await send({"type": "http.response.body", "body": rendered[2]})
+        # A copy of the core's cached list: an outer middleware (GZip) may edit it in place.
+        headers = list(error.raw_headers())
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": error.body_bytes()})
 
     def _set_identity(self, scope: Scope, principal: Principal | None) -> None:
-        scope[PRINCIPAL_KEY] = principal
+        # Only the keys Starlette defines (user, auth, state): the endpoint checks find the
+        # principal and this middleware in request.auth. A scope already holds about 20 keys
+        # by the endpoint, and each key beyond those makes the dict grow sooner (a resize
+        # measured at 1.5 % of a bare request).
         if principal is None:
-            scope["user"], scope["auth"] = _ANONYMOUS_USER, _ANONYMOUS_AUTH
+            auth = self._anonymous
         else:
-            # One user and credentials object per principal (the core hands out the same
-            # Principal for every request of a cached key); both are immutable.
-            cached = self._identities.get(id(principal))
-            if cached is None or cached[0] is not principal:
+            found = self._identities.get(id(principal))
+            if found is None or found.principal is not principal:
                 if len(self._identities) >= 4096:
                     self._identities.clear()
-                cached = (principal, ApiKeyUser(principal), _Credentials(principal.scopes))
-                self._identities[id(principal)] = cached
-            scope["user"], scope["auth"] = cached[1], cached[2]
+                found = self._identities[id(principal)] = _Credentials(self, principal)
+            auth = found
+        scope["user"], scope["auth"] = auth.user, auth
         # The server gives each request its own copy of the lifespan state (ASGI spec).
         state = scope.get("state")
         if state is None:
@@ -254,28 +228,30 @@ class ApiKeyMiddleware:
         await self.app(scope, receive_and_manage, send)
 
 
-def _render(error: AuthError) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    body = error.body_bytes()
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers()]
-    headers.append((b"content-length", str(len(body)).encode("latin-1")))
-    return headers, body
-
-
 class _Credentials(AuthCredentials):
-    """``request.auth``: the scopes as a tuple, so that a shared instance cannot be changed."""
+    """``request.auth``: the scopes as a tuple (a shared instance cannot be changed), and what
+    the endpoint checks need: the principal and the middleware that found it."""
 
-    def __init__(self, scopes: frozenset[str]) -> None:
-        self.scopes = cast(list[str], tuple(sorted(scopes)))
+    def __init__(self, middleware: ApiKeyMiddleware, principal: Principal | None) -> None:
+        scopes = () if principal is None else tuple(sorted(principal.scopes))
+        self.scopes = cast(list[str], scopes)
+        self.principal = principal
+        self.middleware = middleware
+        self.user = _ANONYMOUS_USER if principal is None else ApiKeyUser(principal)
 
 
-def _middleware(scope: Scope) -> ApiKeyMiddleware:
-    middleware: ApiKeyMiddleware | None = scope.get(MIDDLEWARE_KEY)
-    if middleware is None:
-        raise RuntimeError(
-            "skaala_auth: requires_scope / RequireScopes need ApiKeyMiddleware on the app: "
-            "Middleware(ApiKeyMiddleware, authenticator=auth)"
-        )
-    return middleware
+def _credentials(scope: Scope) -> _Credentials:
+    auth = scope.get("auth")
+    if type(auth) is not _Credentials:
+        raise _no_middleware()
+    return auth
+
+
+def _no_middleware() -> RuntimeError:
+    return RuntimeError(
+        "skaala_auth: requires_scope / RequireScopes need ApiKeyMiddleware on the app: "
+        "Middleware(ApiKeyMiddleware, authenticator=auth)"
+    )
 
 
 def _team(scope: Scope, team_param: str | None) -> str | None:
@@ -286,21 +262,24 @@ def _team(scope: Scope, team_param: str | None) -> str | None:
 
 
 def _authorize(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal | None:
-    """Check the principal the middleware found (raising the refusal, which is audited);
-    ``None`` when the request is anonymous so far."""
-    principal: Principal | None = scope.get(PRINCIPAL_KEY)
-    middleware: ApiKeyMiddleware | None = scope.get(MIDDLEWARE_KEY)
-    if principal is None or middleware is None:
-        return None  # _authenticate() explains a missing middleware
+    """Check the principal the middleware found against the endpoint (a refusal is audited and
+    raised); ``None`` when the request is anonymous so far."""
+    auth = scope.get("auth")
+    if type(auth) is not _Credentials:
+        raise _no_middleware()
+    principal = auth.principal
+    if principal is None:
+        return None
     team_id = _team(scope, team_param)
-    return middleware.authenticator.authorize(principal, required_scopes=scopes, team_id=team_id)
+    if refusal(principal, scopes, team_id) is not None:  # the core's decision, pure
+        auth.middleware.authenticator.authorize(principal, required_scopes=scopes, team_id=team_id)
+    return principal
 
 
 async def _authenticate(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
     """Authenticate a request the middleware let through anonymously (no credentials, or a
-    public path where it did not read them)."""
-    middleware = _middleware(scope)
-    # required=True: a missing key raises, so the result is never None.
+    public path where it did not read them); raises the refusal."""
+    middleware = _credentials(scope).middleware
     principal = await middleware.authenticator.authenticate_async(
         scope["headers"],
         required_scopes=scopes,
@@ -313,7 +292,7 @@ async def _authenticate(scope: Scope, scopes: tuple[str, ...], team_param: str |
 
 def _authenticate_sync(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
     """:func:`_authenticate` for sync endpoints (which run in a worker thread)."""
-    middleware = _middleware(scope)
+    middleware = _credentials(scope).middleware
     principal = middleware.authenticator.authenticate(
         scope["headers"],
         required_scopes=scopes,
@@ -395,13 +374,7 @@ def requires_scope(
             @functools.wraps(func)
             async def async_endpoint(*args: P.args, **kwargs: P.kwargs) -> Any:
                 scope = _scope_of(func, args, kwargs)
-                principal = scope.get(PRINCIPAL_KEY)
-                middleware = scope.get(MIDDLEWARE_KEY)
-                if principal is not None and middleware is not None:
-                    middleware.authenticator.authorize(
-                        principal, required_scopes=required, team_id=_team(scope, team_param)
-                    )
-                else:
+                if _authorize(scope, required, team_param) is None:
                     await _authenticate(scope, required, team_param)
                 return await async_func(*args, **kwargs)
 

@@ -37,7 +37,7 @@ from .authenticator import Authenticator
 from .credentials import environ_headers
 from .errors import AuthError
 from .models import Principal
-from .rules import OPTIONAL, Rules
+from .rules import OPTIONAL, Requirement, Rules
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -92,23 +92,34 @@ class ApiKeyMiddleware:
         self._no_rules = not (self.rules.rules or self.rules.public or self.rules.protect)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        try:
-            environ[PRINCIPAL_KEY] = self.authenticate(environ)
-        except AuthError as error:
-            return error_response(error, start_response)
+        outcome = self._check(environ)
+        if isinstance(outcome, AuthError):
+            return error_response(outcome, start_response)
+        environ[PRINCIPAL_KEY] = outcome
         environ[MIDDLEWARE_KEY] = self
         return self.app(environ, start_response)
 
+    def _check(self, environ: WSGIEnvironment) -> Principal | AuthError | None:
+        """Decide one request without raising: its principal, ``None`` (anonymous), or the
+        :class:`AuthError` to render (possibly a shared instance: render it, never raise it)."""
+        requirement = self._requirement(environ)
+        if requirement.public:
+            return None
+        return self.authenticator.check_request(
+            environ_headers(environ),
+            required_scopes=requirement.scopes,
+            team_id=requirement.team_id,
+            query_string=environ.get("QUERY_STRING"),
+            required=requirement.required,
+        )
+
     def authenticate(self, environ: WSGIEnvironment) -> Principal | None:
-        """Decide one request: its principal, ``None`` (anonymous), or an :class:`AuthError`."""
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":  # headers are only consulted for CORS preflights
-            headers = dict(EnvironHeaders(environ))
-            requirement = self.rules.match(method, get_path_info(environ), headers)
-        elif self._no_rules:
-            requirement = OPTIONAL
-        else:
-            requirement = self.rules.match(method, get_path_info(environ))
+        """Decide one request: its principal, or ``None`` (anonymous).
+
+        Raises:
+            AuthError: the refusal to render.
+        """
+        requirement = self._requirement(environ)
         if requirement.public:
             return None
         return self.authenticator.authenticate(
@@ -118,3 +129,12 @@ class ApiKeyMiddleware:
             query_string=environ.get("QUERY_STRING"),
             required=requirement.required,
         )
+
+    def _requirement(self, environ: WSGIEnvironment) -> Requirement:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "OPTIONS":  # headers are only consulted for CORS preflights
+            headers = dict(EnvironHeaders(environ))
+            return self.rules.match(method, get_path_info(environ), headers)
+        if self._no_rules:
+            return OPTIONAL
+        return self.rules.match(method, get_path_info(environ))

@@ -15,6 +15,7 @@ from ..credentials import environ_headers
 from ..errors import AuthError
 from ..models import Principal
 from ..rules import Requirement, is_cors_preflight
+from ..verify import refusal
 from .conf import get_authenticator, get_rules
 
 __all__ = ["ApiKeyMiddleware", "check", "check_async", "error_response", "is_preflight"]
@@ -53,36 +54,34 @@ class ApiKeyMiddleware:
         if self.is_async:
             return self.__acall__(request)
         requirement = _requirement(request)
-        principal = None
+        outcome = None
         if not requirement.public:
-            try:
-                principal = get_authenticator().authenticate(
-                    environ_headers(request.META),
-                    required_scopes=requirement.scopes,
-                    team_id=requirement.team_id,
-                    query_string=request.META.get("QUERY_STRING"),
-                    required=requirement.required,
-                )
-            except AuthError as error:
-                return error_response(error)
-        request.principal = principal
+            outcome = get_authenticator().check_request(
+                environ_headers(request.META),
+                required_scopes=requirement.scopes,
+                team_id=requirement.team_id,
+                query_string=request.META.get("QUERY_STRING"),
+                required=requirement.required,
+            )
+            if isinstance(outcome, AuthError):
+                return error_response(outcome)
+        request.principal = outcome
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         requirement = _requirement(request)
-        principal = None
+        outcome = None
         if not requirement.public:
-            try:
-                principal = await get_authenticator().authenticate_async(
-                    environ_headers(request.META),
-                    required_scopes=requirement.scopes,
-                    team_id=requirement.team_id,
-                    query_string=request.META.get("QUERY_STRING"),
-                    required=requirement.required,
-                )
-            except AuthError as error:
-                return error_response(error)
-        request.principal = principal
+            outcome = await get_authenticator().check_request_async(
+                environ_headers(request.META),
+                required_scopes=requirement.scopes,
+                team_id=requirement.team_id,
+                query_string=request.META.get("QUERY_STRING"),
+                required=requirement.required,
+            )
+            if isinstance(outcome, AuthError):
+                return error_response(outcome)
+        request.principal = outcome
         response: Awaitable[Any] = self.get_response(request)
         return await response
 
@@ -115,9 +114,11 @@ def check(
     Raises:
         AuthError: the refusal to render.
     """
-    principal = getattr(request, "principal", None)
-    authenticator = get_authenticator()
+    principal: Principal | None = getattr(request, "principal", None)
     team = None if team_id is None else str(team_id)
+    if principal is not None and refusal(principal, scopes, team) is None:
+        return principal  # the middleware's principal may (the core's pure decision)
+    authenticator = get_authenticator()
     if principal is None:
         principal = authenticator.authenticate(
             environ_headers(request.META),
@@ -126,9 +127,9 @@ def check(
             query_string=request.META.get("QUERY_STRING"),
             required=required,
         )
-    else:
+        request.principal = principal
+    else:  # raises the refusal, audited
         authenticator.authorize(principal, required_scopes=scopes, team_id=team)
-    request.principal = principal
     return principal
 
 
@@ -140,9 +141,11 @@ async def check_async(
     required: bool = True,
 ) -> Principal | None:
     """:func:`check` for async views: a cache miss waits for the store in a worker thread."""
-    principal = getattr(request, "principal", None)
-    authenticator = get_authenticator()
+    principal: Principal | None = getattr(request, "principal", None)
     team = None if team_id is None else str(team_id)
+    if principal is not None and refusal(principal, scopes, team) is None:
+        return principal  # the middleware's principal may (the core's pure decision)
+    authenticator = get_authenticator()
     if principal is None:
         principal = await authenticator.authenticate_async(
             environ_headers(request.META),
@@ -151,7 +154,7 @@ async def check_async(
             query_string=request.META.get("QUERY_STRING"),
             required=required,
         )
-    else:
+        request.principal = principal
+    else:  # raises the refusal, audited
         authenticator.authorize(principal, required_scopes=scopes, team_id=team)
-    request.principal = principal
     return principal

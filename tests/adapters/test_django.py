@@ -124,6 +124,26 @@ class TestViews:
             bad = client.get(f"/teams/team_1/{view}", headers={"X-API-Key": "sk_live_x"})
             assert bad.status_code == 401
 
+    def test_if_an_async_view_runs_without_the_middleware_then_the_mixin_authenticates(
+        self, key: str, manager: KeyManager
+    ) -> None:
+        writer, _ = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["write:bookings"]
+        )
+        client = AsyncClient()
+
+        async def get(path: str, **headers: str) -> Any:
+            return await client.get(path, headers=headers)
+
+        with override_settings(MIDDLEWARE=[]):
+            ok = async_to_sync(get)("/teams/team_1/async-cbv", **{"X-API-Key": key})
+            assert ok.status_code == 200 and ok.json() == {"user": "user_1"}
+            assert async_to_sync(get)("/teams/team_1/async-cbv").status_code == 401
+        # With the middleware: its principal lacks the scope, and the mixin says 403.
+        refused = async_to_sync(get)("/teams/team_1/async-cbv", **{"X-API-Key": writer})
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "forbidden"
+
     def test_if_drf_authenticates_a_key_then_the_user_is_the_keys_user(self, key: str) -> None:
         reply = Client().get("/teams/team_1/drf", headers={"Authorization": f"Bearer {key}"})
         assert reply.json()["user"] == "user_1"

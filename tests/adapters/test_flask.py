@@ -146,3 +146,24 @@ def test_if_g_is_used_for_other_things_then_it_behaves_as_before(auth: Authentic
         assert g.other == 1
         with pytest.raises(AttributeError):
             _ = g.missing
+
+
+def test_if_a_public_path_has_a_decorated_view_then_it_authenticates_there(
+    auth: Authenticator, key: str
+) -> None:
+    """The middleware does not read credentials on a public path; the decorator does."""
+    app = Flask(__name__)
+    SkaalaAuth(app, authenticator=auth, rules=Rules(public=["/public/*"]))
+
+    @app.get("/public/teams/<team_id>/bookings")
+    @requires_scope("read:bookings")
+    def bookings(team_id: str) -> dict[str, str]:
+        return {"user": g.principal.user_id}
+
+    client = app.test_client()
+    path = "/public/teams/team_1/bookings"
+    assert client.get(path, headers={"X-API-Key": key}).json == {"user": "user_1"}
+    assert client.get(path).status_code == 401
+    assert (
+        client.get("/public/teams/team_2/bookings", headers={"X-API-Key": key}).status_code == 403
+    )

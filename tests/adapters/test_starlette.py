@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -396,6 +397,46 @@ class TestMiddleware:
             client.get("/", headers=bearer(key))
             client.get("/", headers=bearer(key))
         assert seen[0] == seen[1] == ("read:bookings",)
+
+    def test_if_the_request_is_anonymous_then_its_auth_scopes_cannot_be_changed_either(
+        self, auth: Authenticator
+    ) -> None:
+        seen: list[Any] = []
+
+        async def endpoint(request: Request) -> Response:
+            seen.append(request.auth.scopes)
+            with pytest.raises(AttributeError):
+                request.auth.scopes.append("write:bookings")
+            return Response()
+
+        app = Starlette(
+            routes=[Route("/", endpoint)],
+            middleware=[Middleware(ApiKeyMiddleware, authenticator=auth)],
+        )
+        with TestClient(app) as client:
+            client.get("/")
+            client.get("/")
+        assert seen == [(), ()]
+
+    def test_if_an_outer_middleware_edits_refusal_headers_then_the_next_refusal_is_intact(
+        self, auth: Authenticator, key: str
+    ) -> None:
+        """Refusals are rendered from the core's cached headers; GZip (minimum_size=0) adds to
+        the header list it is given, which must be the request's own copy."""
+        app = Starlette(
+            routes=[Route("/", PlainTextResponse)],
+            middleware=[
+                Middleware(GZipMiddleware, minimum_size=0),
+                Middleware(ApiKeyMiddleware, authenticator=auth),
+            ],
+        )
+        junk = bearer(key[:-1] + ("A" if key[-1] != "A" else "B"))
+        with TestClient(app) as client:
+            zipped = client.get("/", headers={**junk, "Accept-Encoding": "gzip"})
+            plain = client.get("/", headers={**junk, "Accept-Encoding": "identity"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert_error(plain, 401, INVALID)
+        assert "content-encoding" not in plain.headers
 
     def test_if_a_response_streams_then_it_passes_through(
         self, client: TestClient, key: str

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from skaala_auth import Authenticator, KeyManager, Principal
+from skaala_auth import Authenticator, InvalidKeyError, KeyManager, Principal
 from skaala_auth.rules import Rules
 from skaala_auth.wsgi import PRINCIPAL_KEY, ApiKeyMiddleware
 
@@ -64,3 +64,21 @@ def test_if_the_path_is_percent_encoded_then_the_team_is_the_decoded_one(
     rules = Rules([("/teams/{team_id}/bookings", ["read:bookings"])])
     client = Client(ApiKeyMiddleware(app, authenticator=auth, rules=rules))
     assert client.get("/teams/team%5F1/bookings", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_if_authenticate_is_called_then_it_returns_the_principal_or_raises_a_fresh_refusal(
+    auth: Authenticator, key: str
+) -> None:
+    middleware = ApiKeyMiddleware(app, authenticator=auth)
+    principal = middleware.authenticate({"REQUEST_METHOD": "GET", "HTTP_X_API_KEY": key})
+    assert principal is not None and principal.user_id == "user_1"
+    assert middleware.authenticate({"REQUEST_METHOD": "GET"}) is None
+    raised = []
+    for _ in range(2):
+        with pytest.raises(InvalidKeyError) as caught:
+            middleware.authenticate({"REQUEST_METHOD": "GET", "HTTP_X_API_KEY": "sk_live_x"})
+        raised.append(caught.value)
+    assert raised[0] is not raised[1]  # never a shared instance
+    public = ApiKeyMiddleware(app, authenticator=auth, rules=Rules(public=["/health"]))
+    junk = {"REQUEST_METHOD": "GET", "PATH_INFO": "/health", "HTTP_X_API_KEY": "sk_live_x"}
+    assert public.authenticate(junk) is None
