@@ -576,6 +576,8 @@ class Authenticator:
 
     async def _load_async(self, digest: bytes, key: str, now: float) -> Entry | AuthError:
         if self.cache.is_known_unknown(digest, now):
+            if not self._audit_failure:
+                return _UNKNOWN
             return self._audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
         # The load runs in our executor as a concurrent future that every waiting coroutine
         # shares, whatever its event loop; a waiter that is cancelled (client gone) or times out

@@ -33,6 +33,7 @@ audit log only.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from enum import StrEnum
@@ -83,7 +84,9 @@ class Reason(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
 
 
+@functools.lru_cache(maxsize=128)
 def _json(error: str, message: str) -> bytes:
+    # Cached: there are a handful of (error, message) pairs, and refusals come in floods.
     return json.dumps({"error": error, "message": message}, separators=(",", ":")).encode()
 
 
@@ -105,6 +108,7 @@ class AuthError(Exception):
     #: the refusal path, which must stay cheap (junk keys are refused in bulk).
     message: str
     reason: Reason
+    _raw_headers: tuple[tuple[bytes, bytes], ...] | None = None
 
     def __init__(self, message: str | None = None, *, reason: Reason | None = None) -> None:
         if message is not None:
@@ -136,20 +140,22 @@ class AuthError(Exception):
             headers.append(("www-authenticate", challenge))
         return headers
 
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """:meth:`headers` plus ``content-length``, latin-1 encoded: what an ASGI server sends.
-        Computed once per error object (shared refusals are rendered once per process).
+        Computed once per error object (shared refusals are rendered once per process), and
+        a tuple, so that nothing downstream can edit a rendering other requests share — ASGI
+        wants a list: send ``list(error.raw_headers())``.
 
         .. versionadded:: 0.1.0
         """
-        try:
-            return self._raw_headers
-        except AttributeError:
+        raw = self._raw_headers
+        if raw is None:
             body = self.body_bytes()
-            raw = [(name.encode(), value.encode("latin-1")) for name, value in self.headers()]
-            raw.append((b"content-length", str(len(body)).encode()))
-            self._raw_headers: list[tuple[bytes, bytes]] = raw
-            return raw
+            raw = self._raw_headers = (
+                *((name.encode(), value.encode("latin-1")) for name, value in self.headers()),
+                (b"content-length", str(len(body)).encode()),
+            )
+        return raw
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason.value!r})"
