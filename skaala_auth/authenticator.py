@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Final, Literal, Protocol, overload
+from typing import Literal, Protocol, overload
 
 from .audit import AuditEvent, AuditHook, audit_logger
 from .cache import Entry, KeyCache, SingleFlight, fast_lookup
@@ -38,11 +38,13 @@ from .verify import Grant, decide, refusal
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
 # Shared refusals for junk, returned by check() when no audit listener wants a fresh event:
-# a flood of junk keys then costs no allocation at all. Never raised (see _raisable).
+# a flood of junk keys then costs no allocation at all. Never raised (see AuthError.raisable).
 _MALFORMED = InvalidKeyError(reason=Reason.MALFORMED)
 _UNKNOWN = InvalidKeyError(reason=Reason.UNKNOWN)
 _MISSING = MissingKeyError()
-_SHARED: Final = (_MALFORMED, _UNKNOWN, _MISSING)
+for _refusal in (_MALFORMED, _UNKNOWN, _MISSING):
+    _refusal.shared = True
+del _refusal
 
 
 #: The authenticator every Authenticator defers to while a test overrides them (see
@@ -65,14 +67,6 @@ def override(authenticator: Authenticator | None) -> Authenticator | None:
     global _override
     previous, _override = _override, authenticator
     return previous
-
-
-def _raisable(error: AuthError) -> AuthError:
-    """A fresh copy of a shared refusal (a raised exception keeps a traceback and context that
-    must not be shared between threads); any other error as it is."""
-    if error in _SHARED:
-        return type(error)(reason=error.reason)
-    return error
 
 
 log = logging.getLogger("skaala_auth")
@@ -227,7 +221,7 @@ class Authenticator:
             required=required,
         )
         if isinstance(outcome, AuthError):
-            raise _raisable(outcome)
+            raise outcome.raisable()
         return outcome
 
     @overload
@@ -274,7 +268,7 @@ class Authenticator:
             required=required,
         )
         if isinstance(outcome, AuthError):
-            raise _raisable(outcome)
+            raise outcome.raisable()
         return outcome
 
     def check_request(
@@ -344,7 +338,7 @@ class Authenticator:
         """
         outcome = self.check(key, required_scopes, team_id)
         if isinstance(outcome, AuthError):
-            raise _raisable(outcome)
+            raise outcome.raisable()
         return outcome
 
     async def verify_async(
@@ -356,7 +350,7 @@ class Authenticator:
         """
         outcome = await self.check_async(key, required_scopes, team_id)
         if isinstance(outcome, AuthError):
-            raise _raisable(outcome)
+            raise outcome.raisable()
         return outcome
 
     def check(

@@ -109,6 +109,8 @@ class AuthError(Exception):
     message: str
     reason: Reason
     _raw_headers: tuple[tuple[bytes, bytes], ...] | None = None
+    #: True for the few refusals :meth:`Authenticator.check` hands out to every caller.
+    shared: bool = False
 
     def __init__(self, message: str | None = None, *, reason: Reason | None = None) -> None:
         if message is not None:
@@ -139,6 +141,14 @@ class AuthError(Exception):
         if challenge is not None:
             headers.append(("www-authenticate", challenge))
         return headers
+
+    def raisable(self) -> AuthError:
+        """This error, ready to ``raise``: a fresh copy when it is a shared refusal (a raised
+        exception keeps a traceback and a context that threads must not share).
+
+        .. versionadded:: 0.1.0
+        """
+        return type(self)(reason=self.reason) if self.shared else self
 
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """:meth:`headers` plus ``content-length``, latin-1 encoded: what an ASGI server sends.

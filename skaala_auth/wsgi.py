@@ -119,16 +119,10 @@ class ApiKeyMiddleware:
         Raises:
             AuthError: the refusal to render.
         """
-        requirement = self._requirement(environ)
-        if requirement.public:
-            return None
-        return self.authenticator.authenticate(
-            environ_headers(environ),
-            required_scopes=requirement.scopes,
-            team_id=requirement.team_id,
-            query_string=environ.get("QUERY_STRING"),
-            required=requirement.required,
-        )
+        outcome = self._check(environ)
+        if isinstance(outcome, AuthError):
+            raise outcome.raisable()
+        return outcome
 
     def _requirement(self, environ: WSGIEnvironment) -> Requirement:
         method = environ.get("REQUEST_METHOD", "GET")

@@ -80,3 +80,13 @@ class TestContract:
 
     def test_if_repr_then_reason_shown(self) -> None:
         assert "expired" in repr(InvalidKeyError(reason=Reason.EXPIRED))
+
+
+def test_if_shared_then_raisable_is_a_fresh_copy_else_itself() -> None:
+    own = InvalidKeyError(reason=Reason.EXPIRED)
+    assert own.raisable() is own
+    shared = MissingKeyError()
+    shared.shared = True
+    copy = shared.raisable()
+    assert copy is not shared and type(copy) is MissingKeyError and not copy.shared
+    assert copy.body_bytes() == shared.body_bytes()
