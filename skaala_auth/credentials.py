@@ -7,7 +7,14 @@ as absent. Refused with 400 (:class:`InvalidRequestError`), before anything is l
 - both headers, or either one repeated (servers that merge repeated headers join them with a
   comma, and a comma is never part of a key, so a merged header is caught too);
 - an empty bearer or an empty ``X-API-Key``;
-- a key in the query string (it ends up in access logs, browser history and ``Referer``).
+- a key in the query string (it ends up in access logs, browser history and ``Referer``),
+  whether its parameters are separated by ``&`` or ``;``;
+- a bearer credential that is not one token (``Bearer <key> extra``), or a scheme glued to it
+  (``Bearer:<key>``).
+
+Whitespace is HTTP's: spaces and tabs (several are accepted between ``Bearer`` and the key, and
+around a key); any other character (NBSP, NEL, VT…) is part of the value, so a key with one
+around it is malformed (401), never cleaned into a valid one.
 
 .. versionadded:: 0.1.0
 """
@@ -28,6 +35,9 @@ __all__ = ["HeadersLike", "check_query_string", "environ_headers", "extract_key"
 HeadersLike: TypeAlias = (
     Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 )
+
+#: HTTP's whitespace (RFC 9110 5.6.3): space and horizontal tab, nothing else.
+_WHITESPACE: Final = " \t"
 
 _QUERY_NAMES: Final = frozenset(
     {"api_key", "apikey", "api-key", "x-api-key", "x_api_key", "access_token", "bearer"}
@@ -82,11 +92,7 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
             authorization = authorization.decode("latin-1")
         if "," in authorization and _merged(authorization):
             raise InvalidRequestError("Repeated Authorization header")
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":  # another scheme is not ours: absent
-            found = token.strip()
-            if not found:
-                raise InvalidRequestError("Empty bearer token")
+        found = _bearer(authorization)
     if api_key is not None:
         if found is not None:
             raise InvalidRequestError("Send the API key in one header only")
@@ -94,7 +100,7 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
             api_key = api_key.decode("latin-1")
         if "," in api_key:  # a key has no comma: servers joined repeated headers with one
             raise InvalidRequestError("Repeated X-API-Key header")
-        found = api_key.strip()
+        found = api_key.strip(_WHITESPACE)
         if not found:
             raise InvalidRequestError("Empty X-API-Key header")
     if query_string:
@@ -102,17 +108,44 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
     return found
 
 
+def _bearer(authorization: str) -> str | None:
+    """The token of a ``Bearer`` credential, or ``None`` for another scheme (not ours)."""
+    scheme, token = _scheme(authorization)
+    lowered = scheme.lower()
+    if lowered != "bearer":
+        if lowered.startswith("bearer"):  # Bearer:<key>, Bearer<key>: ours, and malformed
+            raise InvalidRequestError("Malformed bearer credential")
+        return None  # another scheme is not ours: absent
+    token = token.strip(_WHITESPACE)
+    if not token:
+        raise InvalidRequestError("Empty bearer token")
+    if " " in token or "\t" in token:
+        raise InvalidRequestError("Malformed bearer credential")
+    return token
+
+
 def _merged(authorization: str) -> bool:
     """Whether a comma-joined ``Authorization`` value is several headers merged by a server
     (WSGI servers and Django's ASGI handler do that): one of its parts is a bearer credential.
     A single header of another scheme may hold commas of its own (``Digest a="1", b="2"``)."""
     parts = authorization.split(",")
-    return any(part.strip().partition(" ")[0].lower() == "bearer" for part in parts)
+    return any(_scheme(part)[0].lower().startswith("bearer") for part in parts)
+
+
+def _scheme(authorization: str) -> tuple[str, str]:
+    """An ``Authorization`` value split at the first space or tab: (scheme, the rest)."""
+    value = authorization.strip(_WHITESPACE)
+    scheme, _, rest = value.partition(" ")
+    if "\t" in scheme:  # the scheme ended at a tab, not a space
+        scheme, _, tail = value.partition("\t")
+        rest = tail
+    return scheme, rest
 
 
 def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
-    """The credential headers of a WSGI environ (or of Django's ``request.META``, under WSGI and
-    ASGI alike), as the ``(name, value)`` pairs :func:`extract_key` takes.
+    """The credential headers (and the CORS-preflight marker) of a WSGI environ, or of Django's
+    ``request.META`` under WSGI and ASGI alike, as the ``(name, value)`` pairs
+    :func:`extract_key` takes.
 
     Servers merge a repeated header into one value joined by commas, and a comma is never part
     of a key, so :func:`extract_key` still refuses a repeated header.
@@ -126,6 +159,9 @@ def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
     api_key = environ.get("HTTP_X_API_KEY")
     if isinstance(api_key, str):
         pairs.append(("x-api-key", api_key))
+    preflight = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    if isinstance(preflight, str):  # tells a CORS preflight (skaala_auth.flow.is_preflight)
+        pairs.append(("access-control-request-method", preflight))
     return pairs
 
 
@@ -144,6 +180,7 @@ def check_query_string(query_string: str | bytes) -> None:
     # Cheap screen first: most query strings (page=2&sort=name) cannot hold a key.
     if not any(marker in lowered for marker in ("sk_", "api", "token", "bearer", "%")):
         return
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
+    # Both separators: ``;`` still separates parameters for some frameworks and proxies.
+    for name, value in parse_qsl(query_string.replace(";", "&"), keep_blank_values=True):
         if name.lower() in _QUERY_NAMES or value.lstrip().startswith(("sk_live_", "sk_test_")):
             raise InvalidRequestError("API keys are not accepted in the query string")
