@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from skaala_auth.rules import Requirement, Rule, Rules, is_cors_preflight
+from skaala_auth.flow import ANSWER_PREFLIGHT, RequestFacts, requirement
+from skaala_auth.rules import UNBOUND_TEAM, Requirement, Rule, Rules
 
 RULES = Rules(
     [
@@ -43,12 +44,95 @@ def test_if_matched_then_requirement(method: str, path: str, expected: Requireme
     assert RULES.match(method, path) == expected
 
 
-def test_if_cors_preflight_then_public_and_plain_options_not() -> None:
+READ_WRITE = Requirement(required=True, scopes=("read:bookings", "write:bookings"))
+TEAM_READ = Requirement(required=True, scopes=("read:bookings",), team_id="team_1")
+
+
+def test_if_cors_preflight_to_a_protected_path_then_answered_and_plain_options_not() -> None:
     preflight = {"Origin": "https://x", "Access-Control-Request-Method": "POST"}
-    assert is_cors_preflight("OPTIONS", preflight)
-    assert RULES.match("OPTIONS", "/api/v1/bookings", preflight) == Requirement(public=True)
-    assert RULES.match("OPTIONS", "/api/v1/bookings", {}) == Requirement(required=True)
-    assert not is_cors_preflight("GET", preflight)
+    facts = RequestFacts("OPTIONS", "/api/v1/bookings", preflight)
+    assert requirement(facts, RULES) == ANSWER_PREFLIGHT
+    assert requirement(RequestFacts("options", "/api/v1/bookings", preflight), RULES).public
+    # a plain OPTIONS is not a preflight: the pattern's strictest requirement
+    assert requirement(RequestFacts("OPTIONS", "/api/v1/bookings", {}), RULES) == READ_WRITE
+    # public and unprotected paths: passed on, unchallenged
+    assert requirement(RequestFacts("OPTIONS", "/health", preflight), RULES) == Requirement(
+        public=True
+    )
+    assert requirement(RequestFacts("OPTIONS", "/about", preflight), RULES) == Requirement(
+        public=True
+    )
+    assert requirement(RequestFacts("GET", "/api/v1/bookings", preflight), RULES) == (
+        RULES.match("GET", "/api/v1/bookings")
+    )
+
+
+@pytest.mark.parametrize("method", ["HEAD", "head", "get"])
+def test_if_head_or_lower_case_then_as_get(method: str) -> None:
+    assert RULES.match(method, "/api/v1/teams/team_1/bookings") == TEAM_READ
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "patch"])
+def test_if_method_not_listed_then_the_patterns_strictest_never_the_fall_through(
+    method: str,
+) -> None:
+    assert RULES.match(method, "/api/v1/bookings") == READ_WRITE
+    assert RULES.match(method, "/api/v1/teams/team_1/bookings") == TEAM_READ
+
+
+def test_if_a_later_catch_all_then_it_does_not_weaken_an_earlier_pattern() -> None:
+    rules = Rules([("/api/v1/bookings", ["read:bookings"], ["GET"]), ("/api/*", [])])
+    assert rules.match("DELETE", "/api/v1/bookings").scopes == ("read:bookings",)
+    assert rules.match("DELETE", "/api/v1/contacts") == Requirement(required=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//api/v1/teams/team_1/bookings",
+        "///api/v1/teams/team_1/bookings",
+        "/api//v1/teams/team_1/bookings",
+        "/api/v1/teams/team_1/bookings/",
+        "/./api/v1/teams/team_1/bookings",
+        "/api/v1/x/../teams/team_1/bookings",
+        "/API/V1/TEAMS/team_1/BOOKINGS",
+        "//api/v1/teams/team_1//bookings/",
+    ],
+)
+def test_if_a_protected_path_is_spelt_otherwise_then_still_protected(path: str) -> None:
+    assert RULES.match("GET", path) == TEAM_READ
+
+
+@pytest.mark.parametrize("path", ["//api/v1/contacts", "/api/./contacts", "/x/../api/v1/y"])
+def test_if_under_a_protected_prefix_spelt_otherwise_then_protected(path: str) -> None:
+    assert RULES.match("GET", path).required
+
+
+@pytest.mark.parametrize("path", ["/api/v1/../../health", "//health", "/Health", "/health/"])
+def test_if_public_only_in_some_forms_then_not_public(path: str) -> None:
+    assert not RULES.match("GET", path).public
+
+
+def test_if_forms_name_different_teams_then_no_team_can_pass() -> None:
+    rules = Rules([("/t/{team_id}/x", ["read:bookings"]), ("/t/{team_id}/y/*", [])])
+    need = rules.match("GET", "/t/team_2/y/../../team_1/x")
+    assert need.team_id == UNBOUND_TEAM
+    assert need.required
+
+
+def test_if_default_deny_then_unmatched_needs_a_key() -> None:
+    rules = Rules([("/api/v1/bookings", ["read:bookings"])], public=["/health"], default="deny")
+    assert rules.match("GET", "/about") == Requirement(required=True)
+    assert rules.match("GET", "/health").public
+    assert Rules().match("GET", "/about") == Requirement()
+    with pytest.raises(ValueError, match="allow"):
+        Rules(default="closed")  # type: ignore[arg-type]
+
+
+def test_if_a_team_segment_is_misnamed_then_value_error() -> None:
+    with pytest.raises(ValueError, match="team_param='team'"):
+        Rules([("/teams/{team}/bookings", ["read:bookings"])])
+    assert Rules([("/teams/{team}/x", [])], team_param="team").match("GET", "/teams/t/x").team_id
 
 
 @pytest.mark.parametrize("pattern", ["api/x", "/api/*/x"])
