@@ -28,10 +28,12 @@ from .errors import (
     Reason,
     StoreUnavailableError,
 )
+from .flow import PREFLIGHT, Endpoint, RequestFacts, requirement
 from .hashing import Algorithm, Hasher
 from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
 from .lastused import LastUsedRecorder
 from .models import Principal
+from .rules import Requirement, Rules
 from .stores.base import Change, KeyRecord, KeyStore
 from .verify import Grant, decide, refusal
 
@@ -270,6 +272,79 @@ class Authenticator:
         if isinstance(outcome, AuthError):
             raise outcome.raisable()
         return outcome
+
+    def decide(
+        self,
+        facts: RequestFacts,
+        need: Endpoint | Rules | None = None,
+        *,
+        found: Principal | None = None,
+    ) -> Principal | AuthError | None:
+        """Decide one request, as every adapter does: the one place where what a request needs
+        (public path, CORS preflight, scopes, team) meets who is calling.
+
+        Args:
+            facts: what the adapter translated from the request.
+            need: what protects the handler — its :class:`~skaala_auth.flow.Endpoint`, a
+                middleware's :class:`~skaala_auth.rules.Rules`, or ``None`` (a middleware
+                without a table).
+            found: the principal a middleware already authenticated for this request: it is
+                checked against the endpoint (scopes, team) without reading credentials again.
+
+        Returns:
+            The :class:`~skaala_auth.Principal`; ``None`` for a request that may go on
+            anonymous (or unchallenged); or the :class:`~skaala_auth.AuthError` to render —
+            :data:`skaala_auth.flow.PREFLIGHT` (204, no body) for a CORS preflight to a
+            protected handler. The handler runs only for a principal, or for ``None`` where
+            ``need`` does not require a key.
+
+        .. versionadded:: 0.1.0
+        """
+        need_now = requirement(facts, need)
+        if need_now.public:
+            return PREFLIGHT if need_now.required else None
+        if found is not None:
+            return self._authorize(found, need_now)
+        return self.check_request(
+            facts.headers,
+            required_scopes=need_now.scopes,
+            team_id=need_now.team_id,
+            query_string=facts.query,
+            required=need_now.required,
+        )
+
+    async def decide_async(
+        self,
+        facts: RequestFacts,
+        need: Endpoint | Rules | None = None,
+        *,
+        found: Principal | None = None,
+    ) -> Principal | AuthError | None:
+        """:meth:`decide` for async code: a cache miss waits for the store in a worker thread.
+
+        .. versionadded:: 0.1.0
+        """
+        need_now = requirement(facts, need)
+        if need_now.public:
+            return PREFLIGHT if need_now.required else None
+        if found is not None:
+            return self._authorize(found, need_now)
+        return await self.check_request_async(
+            facts.headers,
+            required_scopes=need_now.scopes,
+            team_id=need_now.team_id,
+            query_string=facts.query,
+            required=need_now.required,
+        )
+
+    def _authorize(self, principal: Principal, need: Requirement) -> Principal | AuthError:
+        """A principal found earlier in the request, against this requirement (audited)."""
+        error = refusal(principal, need.scopes, need.team_id)
+        if error is None:
+            return principal
+        auth = _override if _override is not None else self
+        auth._emit(AuditEvent.failure(error, principal))
+        return error
 
     def check_request(
         self,
@@ -555,7 +630,12 @@ class Authenticator:
         if record is None:
             self.cache.put_unknown(digest, now, generation)
             raise InvalidKeyError(reason=Reason.UNKNOWN)
-        return self.cache.put(digest, Grant.from_record(record), now, generation)
+        try:
+            grant = Grant.from_record(record)
+        except Exception as error:  # a row no key can be: a store fault, never a 500
+            log.error("the key store returned an unusable record: %s", error)
+            raise StoreUnavailableError() from error
+        return self.cache.put(digest, grant, now, generation)
 
     def _load(self, digest: bytes, key: str, now: float) -> Entry | AuthError:
         """Negative cache, then the store (one load in flight per digest)."""

@@ -26,15 +26,21 @@ from typing import Annotated, Any, Final
 
 try:
     from fastapi import FastAPI, Security
-    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+    from fastapi.security import (
+        APIKeyHeader,
+        HTTPAuthorizationCredentials,
+        HTTPBearer,
+        SecurityScopes,
+    )
     from starlette.requests import HTTPConnection
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "skaala_auth.fastapi needs FastAPI: pip install 'skaala-auth[fastapi]'"
     ) from error
 
+from .flow import Endpoint
 from .models import Principal
-from .starlette import ApiKeyMiddleware, authorize_connection, requires_scope
+from .starlette import ApiKeyMiddleware, _guard, requires_scope
 
 __all__ = [
     "ApiKeyMiddleware",
@@ -68,7 +74,10 @@ class RequireScopes:
     :class:`~skaala_auth.Principal`.
 
     Use it as ``Depends(RequireScopes(...))``, ``Security(RequireScopes(...))``, in a route's or
-    router's ``dependencies=[...]``, on HTTP and WebSocket routes. Needs
+    router's ``dependencies=[...]``, on HTTP and WebSocket routes. The scopes FastAPI's
+    ``Security(..., scopes=[...])`` declares (its ``SecurityScopes``, which gathers them from
+    every enclosing ``Security``) are required too, on top of ``scopes``: the scopes the
+    OpenAPI document advertises are the scopes enforced. Needs
     :class:`ApiKeyMiddleware` on the app: it renders the refusals (401, 403, …) exactly as every
     other adapter does.
 
@@ -89,12 +98,15 @@ class RequireScopes:
                 raise TypeError("RequireScopes takes scope names: RequireScopes('read:x', ...)")
         self.scopes = tuple(scopes)
         self.team_param = team_param
+        self._endpoint = Endpoint(self.scopes, team_param)
+        self._endpoints: dict[tuple[str, ...], Endpoint] = {}
         # FastAPI reads a dependency's parameters from its signature: this one declares the two
         # security schemes (documentation only) with this instance's scopes.
         listed = list(self.scopes)
         self.__signature__ = inspect.Signature(
             [
                 inspect.Parameter("connection", _POSITIONAL, annotation=HTTPConnection),
+                inspect.Parameter("security_scopes", _POSITIONAL, annotation=SecurityScopes),
                 inspect.Parameter(
                     "_bearer",
                     _POSITIONAL,
@@ -112,9 +124,26 @@ class RequireScopes:
         )
 
     async def __call__(
-        self, connection: HTTPConnection, _bearer: object = None, _api_key: object = None
+        self,
+        connection: HTTPConnection,
+        security_scopes: SecurityScopes | None = None,
+        _bearer: object = None,
+        _api_key: object = None,
     ) -> Principal:
-        return await authorize_connection(connection, self.scopes, self.team_param)
+        return await _guard(connection.scope, self._endpoint_for(security_scopes))
+
+    def _endpoint_for(self, security_scopes: SecurityScopes | None) -> Endpoint:
+        declared = () if security_scopes is None else tuple(security_scopes.scopes)
+        if not declared:
+            return self._endpoint
+        endpoint = self._endpoints.get(declared)
+        if endpoint is None:
+            scopes = tuple(dict.fromkeys((*self.scopes, *declared)))
+            if len(self._endpoints) < 256:  # a route declares a handful of scope sets
+                endpoint = self._endpoints[declared] = Endpoint(scopes, self.team_param)
+            else:
+                endpoint = Endpoint(scopes, self.team_param)
+        return endpoint
 
     def __repr__(self) -> str:
         return f"RequireScopes({', '.join(map(repr, self.scopes))})"

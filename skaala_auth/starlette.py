@@ -25,7 +25,6 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 try:
     from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import Headers
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,10 +35,10 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
     ) from error
 
 from .authenticator import Authenticator
-from .errors import AuthError
+from .errors import AuthError, MissingKeyError
+from .flow import Endpoint, PreflightAnswer, RequestFacts
 from .models import Principal
-from .rules import OPTIONAL, PUBLIC, Requirement, Rules, is_cors_preflight
-from .verify import refusal
+from .rules import Rules
 
 __all__ = ["ApiKeyMiddleware", "ApiKeyUser", "authorize_connection", "requires_scope"]
 
@@ -122,7 +121,7 @@ class ApiKeyMiddleware:
         self.rules = rules
         self.on_error = on_error
         self.close_on_shutdown = close_on_shutdown
-        self._check = authenticator.check_request_async
+        self._decide = authenticator.decide_async
         self._anonymous = _Credentials(self, None)
         # One request.auth per principal (the core hands out the same Principal for every
         # request of a cached key); it is immutable.
@@ -136,24 +135,11 @@ class ApiKeyMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        if self.rules is None and scope.get("method") != "OPTIONS":
-            requirement = OPTIONAL
-        else:
-            requirement = self._requirement(scope)
-        principal = None
-        if not requirement.public:
-            outcome = await self._check(
-                scope["headers"],
-                required_scopes=requirement.scopes,
-                team_id=requirement.team_id,
-                query_string=scope["query_string"],
-                required=requirement.required,
-            )
-            if isinstance(outcome, AuthError):
-                await self._refuse(scope, receive, send, outcome)
-                return
-            principal = outcome
-        self._set_identity(scope, principal)
+        outcome = await self._decide(RequestFacts.from_asgi(scope), self.rules)
+        if isinstance(outcome, AuthError):
+            await self._refuse(scope, receive, send, outcome)
+            return
+        self._set_identity(scope, outcome)
         try:
             await self.app(scope, receive, send)
         except AuthError as error:
@@ -165,25 +151,12 @@ class ApiKeyMiddleware:
             except Exception:
                 raise error from None
 
-    def _requirement(self, scope: Scope) -> Requirement:
-        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if self.rules is None:
-            if method == "OPTIONS" and is_cors_preflight(method, Headers(scope=scope)):
-                return PUBLIC
-            return OPTIONAL
-        path: str = scope["path"]
-        root_path = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):  # match what the router matches
-            path = path[len(root_path) :] or "/"
-        headers = Headers(scope=scope) if method == "OPTIONS" else None
-        return self.rules.match(method, path, headers)
-
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
         if scope["type"] == "websocket":
             code = 1013 if error.status_code >= 500 else 1008
             await send({"type": "websocket.close", "code": code, "reason": error.message})
             return
-        if self.on_error is not None:
+        if self.on_error is not None and not isinstance(error, PreflightAnswer):
             response = self.on_error(HTTPConnection(scope, receive), error)
             await response(scope, receive, send)
             return
@@ -254,53 +227,33 @@ def _no_middleware() -> RuntimeError:
     )
 
 
-def _team(scope: Scope, team_param: str | None) -> str | None:
-    if team_param is None:
-        return None
-    value = scope.get("path_params", {}).get(team_param)
-    return None if value is None else str(value)
+async def _guard(scope: Scope, endpoint: Endpoint) -> Principal:
+    """The endpoint check behind every per-endpoint form: the core decides, on the principal
+    the middleware found (or, when it found none, on the request's credentials)."""
+    auth = _credentials(scope)
+    middleware = auth.middleware
+    facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
+    outcome = await middleware.authenticator.decide_async(facts, endpoint, found=auth.principal)
+    return _granted(scope, auth, outcome)
 
 
-def _authorize(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal | None:
-    """Check the principal the middleware found against the endpoint (a refusal is audited and
-    raised); ``None`` when the request is anonymous so far."""
-    auth = scope.get("auth")
-    if type(auth) is not _Credentials:
-        raise _no_middleware()
-    principal = auth.principal
-    if principal is None:
-        return None
-    team_id = _team(scope, team_param)
-    if refusal(principal, scopes, team_id) is not None:  # the core's decision, pure
-        auth.middleware.authenticator.authorize(principal, required_scopes=scopes, team_id=team_id)
-    return principal
+def _guard_sync(scope: Scope, endpoint: Endpoint) -> Principal:
+    """:func:`_guard` for sync endpoints (which run in a worker thread)."""
+    auth = _credentials(scope)
+    middleware = auth.middleware
+    facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
+    outcome = middleware.authenticator.decide(facts, endpoint, found=auth.principal)
+    return _granted(scope, auth, outcome)
 
 
-async def _authenticate(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
-    """Authenticate a request the middleware let through anonymously (no credentials, or a
-    public path where it did not read them); raises the refusal."""
-    middleware = _credentials(scope).middleware
-    principal = await middleware.authenticator.authenticate_async(
-        scope["headers"],
-        required_scopes=scopes,
-        team_id=_team(scope, team_param),
-        query_string=scope.get("query_string"),
-    )
-    middleware._set_identity(scope, principal)
-    return principal
-
-
-def _authenticate_sync(scope: Scope, scopes: tuple[str, ...], team_param: str | None) -> Principal:
-    """:func:`_authenticate` for sync endpoints (which run in a worker thread)."""
-    middleware = _credentials(scope).middleware
-    principal = middleware.authenticator.authenticate(
-        scope["headers"],
-        required_scopes=scopes,
-        team_id=_team(scope, team_param),
-        query_string=scope.get("query_string"),
-    )
-    middleware._set_identity(scope, principal)
-    return principal
+def _granted(scope: Scope, auth: _Credentials, outcome: Principal | AuthError | None) -> Principal:
+    if isinstance(outcome, AuthError):
+        raise outcome.raisable()  # rendered by the middleware (a preflight: 204, no body)
+    if outcome is None:  # pragma: no cover - an Endpoint requires a key: the core never says so
+        raise MissingKeyError()
+    if outcome is not auth.principal:
+        auth.middleware._set_identity(scope, outcome)
+    return outcome
 
 
 async def authorize_connection(
@@ -313,15 +266,12 @@ async def authorize_connection(
     router-resolved ``team_param`` path parameter.
 
     Raises:
-        AuthError: rendered by :class:`ApiKeyMiddleware`.
+        AuthError: rendered by :class:`ApiKeyMiddleware` (a CORS preflight: 204, no body).
         RuntimeError: the middleware is not installed.
 
     .. versionadded:: 0.1.0
     """
-    principal = _authorize(conn.scope, scopes, team_param)
-    if principal is None:
-        principal = await _authenticate(conn.scope, scopes, team_param)
-    return principal
+    return await _guard(conn.scope, Endpoint(tuple(scopes), team_param))
 
 
 def _scope_of(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope:
@@ -365,7 +315,7 @@ def requires_scope(
     for scope in scopes:
         if not isinstance(scope, str):
             raise TypeError("requires_scope takes scope names: requires_scope('read:x', ...)")
-    required = tuple(scopes)
+    endpoint = Endpoint(tuple(scopes), team_param)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if _is_async(func):
@@ -373,20 +323,16 @@ def requires_scope(
 
             @functools.wraps(func)
             async def async_endpoint(*args: P.args, **kwargs: P.kwargs) -> Any:
-                scope = _scope_of(func, args, kwargs)
-                if _authorize(scope, required, team_param) is None:
-                    await _authenticate(scope, required, team_param)
+                await _guard(_scope_of(func, args, kwargs), endpoint)
                 return await async_func(*args, **kwargs)
 
             return async_endpoint  # type: ignore[return-value]
 
         @functools.wraps(func)
-        def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
-            scope = _scope_of(func, args, kwargs)
-            if _authorize(scope, required, team_param) is None:
-                _authenticate_sync(scope, required, team_param)
+        def endpoint_function(*args: P.args, **kwargs: P.kwargs) -> R:
+            _guard_sync(_scope_of(func, args, kwargs), endpoint)
             return func(*args, **kwargs)
 
-        return endpoint
+        return endpoint_function
 
     return decorate

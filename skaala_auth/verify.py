@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from .errors import (
     AuthError,
@@ -53,7 +54,21 @@ class Grant:
 
     @classmethod
     def from_record(cls, record: KeyRecord) -> Grant:
+        """The grant of a loaded record.
+
+        Raises:
+            TypeError: a record no key can be (a store fault: the caller answers 503). A
+                missing expiry or scopes that are not a set of names must never become a key
+                that never expires or a string whose letters pass a scope check.
+        """
         key = record.key
+        scopes = key.scopes
+        if not isinstance(scopes, frozenset) or not all(type(s) is str for s in scopes):
+            raise TypeError(f"key {key.id}: scopes are not a set of names")
+        if not isinstance(key.expires_at, datetime):
+            raise TypeError(f"key {key.id}: no expiry")
+        if key.revoked_at is not None and not isinstance(key.revoked_at, datetime):
+            raise TypeError(f"key {key.id}: unreadable revocation time")
         revoked = key.revoked_at.timestamp() if key.revoked_at is not None else _NEVER
         principal = Principal(
             key_id=key.id,

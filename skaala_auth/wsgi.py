@@ -23,21 +23,15 @@ application never runs for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
 
-try:
-    from werkzeug.datastructures import EnvironHeaders
-    from werkzeug.wsgi import get_path_info
-except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError("skaala_auth.wsgi needs Werkzeug: pip install 'skaala-auth[wsgi]'") from error
-
 from .authenticator import Authenticator
-from .credentials import environ_headers
 from .errors import AuthError
+from .flow import RequestFacts
 from .models import Principal
-from .rules import OPTIONAL, Requirement, Rules
+from .rules import Rule, Rules
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -58,9 +52,10 @@ def error_response(error: AuthError, start_response: StartResponse) -> Iterable[
     .. versionadded:: 0.1.0
     """
     body = error.body_bytes()
+    headers = error.headers()
     start_response(
         _STATUS_LINES[error.status_code],
-        [*error.headers(), ("content-length", str(len(body)))],
+        [*headers, ("content-length", str(len(body)))] if body else headers,
     )
     return [body]
 
@@ -71,47 +66,41 @@ class ApiKeyMiddleware:
     Three outcomes: a request without credentials is anonymous (``None``) unless the rules
     require a key for it (401); a request with a bad key is refused wherever it goes (401); a
     good key becomes the :class:`~skaala_auth.Principal`, checked against the rule's scopes and
-    team. Public paths and CORS preflights are never challenged.
+    team. Public paths are never challenged; a CORS preflight to a path the rules protect is
+    answered 204 with no body (put a CORS middleware outside this one to add CORS headers),
+    and never reaches the application.
 
     Args:
         app: the WSGI application to protect.
         authenticator: the :class:`~skaala_auth.Authenticator`.
-        rules: the :class:`~skaala_auth.rules.Rules` table; by default no path needs a key, but
-            a key that is sent is still checked.
+        rules: the :class:`~skaala_auth.rules.Rules` table (or its rows, as ``Rules`` takes
+            them); by default no path needs a key, but a key that is sent is still checked.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(
-        self, app: WSGIApplication, *, authenticator: Authenticator, rules: Rules | None = None
+        self,
+        app: WSGIApplication,
+        *,
+        authenticator: Authenticator,
+        rules: Rules | Sequence[Rule | tuple[str, Iterable[str]]] | None = None,
     ) -> None:
+        if not isinstance(authenticator, Authenticator):
+            raise TypeError("ApiKeyMiddleware needs authenticator=Authenticator(store)")
         self.app = app
         self.authenticator = authenticator
-        self.rules = rules if rules is not None else Rules()
-        # Without rules every request is optional (but for CORS preflights): skip the matching.
-        self._no_rules = not (self.rules.rules or self.rules.public or self.rules.protect)
+        if rules is not None and not isinstance(rules, Rules):
+            rules = Rules(rules)  # rows, as Flask config and Django settings accept them
+        self.rules = rules
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        outcome = self._check(environ)
+        outcome = self.authenticator.decide(RequestFacts.from_environ(environ), self.rules)
         if isinstance(outcome, AuthError):
             return error_response(outcome, start_response)
         environ[PRINCIPAL_KEY] = outcome
         environ[MIDDLEWARE_KEY] = self
         return self.app(environ, start_response)
-
-    def _check(self, environ: WSGIEnvironment) -> Principal | AuthError | None:
-        """Decide one request without raising: its principal, ``None`` (anonymous), or the
-        :class:`AuthError` to render (possibly a shared instance: render it, never raise it)."""
-        requirement = self._requirement(environ)
-        if requirement.public:
-            return None
-        return self.authenticator.check_request(
-            environ_headers(environ),
-            required_scopes=requirement.scopes,
-            team_id=requirement.team_id,
-            query_string=environ.get("QUERY_STRING"),
-            required=requirement.required,
-        )
 
     def authenticate(self, environ: WSGIEnvironment) -> Principal | None:
         """Decide one request: its principal, or ``None`` (anonymous).
@@ -119,16 +108,7 @@ class ApiKeyMiddleware:
         Raises:
             AuthError: the refusal to render.
         """
-        outcome = self._check(environ)
+        outcome = self.authenticator.decide(RequestFacts.from_environ(environ), self.rules)
         if isinstance(outcome, AuthError):
             raise outcome.raisable()
         return outcome
-
-    def _requirement(self, environ: WSGIEnvironment) -> Requirement:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "OPTIONS":  # headers are only consulted for CORS preflights
-            headers = dict(EnvironHeaders(environ))
-            return self.rules.match(method, get_path_info(environ), headers)
-        if self._no_rules:
-            return OPTIONAL
-        return self.rules.match(method, get_path_info(environ))

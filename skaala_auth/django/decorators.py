@@ -14,44 +14,44 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from ..errors import AuthError
-from .middleware import check, check_async, error_response, is_preflight
+from ..flow import Endpoint
+from .middleware import decide, decide_async, error_response
 
 __all__ = ["ScopeRequiredMixin", "requires_scope"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def requires_scope(*scopes: str, team_param: str = "team_id") -> Callable[[F], F]:
+def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable[[F], F]:
     """Require a valid key with every one of ``scopes`` (AND) for a function view.
 
     The team is the view's ``team_param`` URL keyword argument, when the route has one: it must
-    be the key's team. A CORS preflight is let through. On success ``request.principal`` is the
-    principal.
+    be the key's team (``team_param=None``: no team check; a URL argument whose name contains
+    ``team`` but is not ``team_param`` is refused and logged, never ignored). A CORS preflight
+    is answered 204 with no body; the view never runs for it. On success ``request.principal``
+    is the principal.
 
     .. versionadded:: 0.1.0
     """
+    endpoint = Endpoint(tuple(scopes), team_param)
 
     def decorate(view: F) -> F:
         if iscoroutinefunction(view):
 
             @functools.wraps(view)
             async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                if not is_preflight(request):
-                    try:
-                        await check_async(request, scopes, kwargs.get(team_param))
-                    except AuthError as error:
-                        return error_response(error)
+                outcome = await decide_async(request, endpoint, kwargs)
+                if isinstance(outcome, AuthError):
+                    return error_response(outcome)
                 return await view(request, *args, **kwargs)
 
             return cast(F, async_view)
 
         @functools.wraps(view)
         def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if not is_preflight(request):
-                try:
-                    check(request, scopes, kwargs.get(team_param))
-                except AuthError as error:
-                    return error_response(error)
+            outcome = decide(request, endpoint, kwargs)
+            if isinstance(outcome, AuthError):
+                return error_response(outcome)
             return view(request, *args, **kwargs)
 
         return cast(F, sync_view)
@@ -74,26 +74,22 @@ class ScopeRequiredMixin:
 
     #: The scopes every request to the view needs (AND).
     required_scopes: Sequence[str] = ()
-    #: The URL keyword argument that carries the team id.
-    team_param: str = "team_id"
+    #: The URL keyword argument that carries the team id (``None``: no team check).
+    team_param: str | None = "team_id"
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         dispatch = super().dispatch  # type: ignore[misc]
-        team_id = kwargs.get(self.team_param)
+        endpoint = Endpoint(tuple(self.required_scopes), self.team_param)
         if getattr(self, "view_is_async", False):
 
             async def checked() -> Any:
-                if not is_preflight(request):
-                    try:
-                        await check_async(request, self.required_scopes, team_id)
-                    except AuthError as error:
-                        return error_response(error)
+                outcome = await decide_async(request, endpoint, kwargs)
+                if isinstance(outcome, AuthError):
+                    return error_response(outcome)
                 return await dispatch(request, *args, **kwargs)
 
             return checked()
-        if not is_preflight(request):
-            try:
-                check(request, self.required_scopes, team_id)
-            except AuthError as error:
-                return error_response(error)
+        outcome = decide(request, endpoint, kwargs)
+        if isinstance(outcome, AuthError):
+            return error_response(outcome)
         return dispatch(request, *args, **kwargs)

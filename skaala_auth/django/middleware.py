@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -13,20 +13,37 @@ from django.http import HttpRequest, HttpResponse
 
 from ..credentials import environ_headers
 from ..errors import AuthError
+from ..flow import Endpoint, RequestFacts
 from ..models import Principal
-from ..rules import Requirement, is_cors_preflight
-from ..verify import refusal
 from .conf import get_authenticator, get_rules
 
-__all__ = ["ApiKeyMiddleware", "check", "check_async", "error_response", "is_preflight"]
+__all__ = ["ApiKeyMiddleware", "decide", "decide_async", "error_response", "facts_of"]
 
 
 def error_response(error: AuthError) -> HttpResponse:
-    """The contract's answer to a refusal, as a Django response.
+    """The contract's answer to a refusal (or a preflight: 204, no body), as a Django response.
 
     .. versionadded:: 0.1.0
     """
     return HttpResponse(error.body_bytes(), status=error.status_code, headers=dict(error.headers()))
+
+
+def facts_of(request: HttpRequest, path_params: Mapping[str, object] | None = None) -> RequestFacts:
+    """What the core needs of a Django request: method, ``path_info`` (what the URL resolver
+    matches), the credential headers, the query string and the URL's keyword arguments.
+
+    .. versionadded:: 0.1.0
+    """
+    meta = request.META
+    query = meta.get("QUERY_STRING")
+    # path_info, not PATH_INFO: Django decoded it already, and strips SCRIPT_NAME under ASGI.
+    return RequestFacts(
+        request.method or "GET",
+        request.path_info,
+        environ_headers(meta),
+        query if isinstance(query, str) else None,
+        {} if path_params is None else path_params,
+    )
 
 
 class ApiKeyMiddleware:
@@ -34,9 +51,11 @@ class ApiKeyMiddleware:
     :class:`~skaala_auth.Principal`, or ``None`` for an anonymous request.
 
     A request without credentials is anonymous unless the ``SKAALA_AUTH`` rules require a key
-    for its path (401); a bad key is refused wherever it goes (401); public paths and CORS
-    preflights are never challenged. Both sync- and async-capable: under ASGI a cache miss waits
-    for the store in a worker thread, never on the event loop.
+    for its path (401); a bad key is refused wherever it goes (401); public paths are never
+    challenged; a CORS preflight to a path the rules protect is answered 204 with no body (put
+    ``django-cors-headers`` above this middleware to answer it with CORS headers). Both sync-
+    and async-capable: under ASGI a cache miss waits for the store in a worker thread, never
+    on the event loop.
 
     .. versionadded:: 0.1.0
     """
@@ -53,108 +72,51 @@ class ApiKeyMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        requirement = _requirement(request)
-        outcome = None
-        if not requirement.public:
-            outcome = get_authenticator().check_request(
-                environ_headers(request.META),
-                required_scopes=requirement.scopes,
-                team_id=requirement.team_id,
-                query_string=request.META.get("QUERY_STRING"),
-                required=requirement.required,
-            )
-            if isinstance(outcome, AuthError):
-                return error_response(outcome)
+        outcome = get_authenticator().decide(facts_of(request), get_rules())
+        if isinstance(outcome, AuthError):
+            return error_response(outcome)
         request.principal = outcome
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        requirement = _requirement(request)
-        outcome = None
-        if not requirement.public:
-            outcome = await get_authenticator().check_request_async(
-                environ_headers(request.META),
-                required_scopes=requirement.scopes,
-                team_id=requirement.team_id,
-                query_string=request.META.get("QUERY_STRING"),
-                required=requirement.required,
-            )
-            if isinstance(outcome, AuthError):
-                return error_response(outcome)
+        outcome = await get_authenticator().decide_async(facts_of(request), get_rules())
+        if isinstance(outcome, AuthError):
+            return error_response(outcome)
         request.principal = outcome
         response: Awaitable[Any] = self.get_response(request)
         return await response
 
 
-def _requirement(request: HttpRequest) -> Requirement:
-    # Headers are only consulted for OPTIONS (CORS preflight); building them costs.
-    headers = request.headers if request.method == "OPTIONS" else None
-    return get_rules().match(request.method, request.path_info, headers)
+def decide(
+    request: HttpRequest, endpoint: Endpoint, path_params: Mapping[str, object] | None = None
+) -> Principal | AuthError | None:
+    """The endpoint check behind ``@requires_scope``, the mixin and the DRF classes: the core
+    decides on the middleware's principal, or on the request's credentials when there is none
+    (anonymous, or no middleware). On a grant, ``request.principal`` is set.
 
+    Returns:
+        The principal, ``None`` (no credentials where ``endpoint.required`` is false), or the
+        :class:`~skaala_auth.AuthError` to render.
 
-def is_preflight(request: HttpRequest) -> bool:
-    """True for a CORS preflight, which endpoint checks never challenge."""
-    return request.method == "OPTIONS" and is_cors_preflight("OPTIONS", request.headers)
-
-
-def check(
-    request: HttpRequest,
-    scopes: Collection[str] = (),
-    team_id: object = None,
-    *,
-    required: bool = True,
-) -> Principal | None:
-    """The endpoint check behind ``@requires_scope``, the mixin and the DRF classes: authorize
-    the middleware's principal, or authenticate the request when there is none (anonymous, or
-    no middleware). Sets and returns ``request.principal``.
-
-    Args:
-        required: when ``False``, a request without credentials is anonymous (``None``).
-
-    Raises:
-        AuthError: the refusal to render.
+    .. versionadded:: 0.1.0
     """
-    principal: Principal | None = getattr(request, "principal", None)
-    team = None if team_id is None else str(team_id)
-    if principal is not None and refusal(principal, scopes, team) is None:
-        return principal  # the middleware's principal may (the core's pure decision)
-    authenticator = get_authenticator()
-    if principal is None:
-        principal = authenticator.authenticate(
-            environ_headers(request.META),
-            required_scopes=scopes,
-            team_id=team,
-            query_string=request.META.get("QUERY_STRING"),
-            required=required,
-        )
-        request.principal = principal
-    else:  # raises the refusal, audited
-        authenticator.authorize(principal, required_scopes=scopes, team_id=team)
-    return principal
+    found: Principal | None = getattr(request, "principal", None)
+    outcome = get_authenticator().decide(facts_of(request, path_params), endpoint, found=found)
+    if isinstance(outcome, Principal):
+        request.principal = outcome
+    return outcome
 
 
-async def check_async(
-    request: HttpRequest,
-    scopes: Collection[str] = (),
-    team_id: object = None,
-    *,
-    required: bool = True,
-) -> Principal | None:
-    """:func:`check` for async views: a cache miss waits for the store in a worker thread."""
-    principal: Principal | None = getattr(request, "principal", None)
-    team = None if team_id is None else str(team_id)
-    if principal is not None and refusal(principal, scopes, team) is None:
-        return principal  # the middleware's principal may (the core's pure decision)
-    authenticator = get_authenticator()
-    if principal is None:
-        principal = await authenticator.authenticate_async(
-            environ_headers(request.META),
-            required_scopes=scopes,
-            team_id=team,
-            query_string=request.META.get("QUERY_STRING"),
-            required=required,
-        )
-        request.principal = principal
-    else:  # raises the refusal, audited
-        authenticator.authorize(principal, required_scopes=scopes, team_id=team)
-    return principal
+async def decide_async(
+    request: HttpRequest, endpoint: Endpoint, path_params: Mapping[str, object] | None = None
+) -> Principal | AuthError | None:
+    """:func:`decide` for async views: a cache miss waits for the store in a worker thread.
+
+    .. versionadded:: 0.1.0
+    """
+    found: Principal | None = getattr(request, "principal", None)
+    facts = facts_of(request, path_params)
+    outcome = await get_authenticator().decide_async(facts, endpoint, found=found)
+    if isinstance(outcome, Principal):
+        request.principal = outcome
+    return outcome

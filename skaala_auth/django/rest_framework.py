@@ -24,6 +24,7 @@ try:
     from rest_framework.exceptions import APIException
     from rest_framework.permissions import BasePermission
     from rest_framework.request import Request
+    from rest_framework.views import APIView
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "skaala_auth.django.rest_framework needs Django REST framework: "
@@ -31,8 +32,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from ..errors import AuthError
+from ..flow import Endpoint, PreflightAnswer
 from ..models import Principal
-from .middleware import check, is_preflight
+from .middleware import decide
 
 __all__ = ["ApiKeyAuthentication", "ApiKeyRefused", "ApiKeyUser", "HasScopes"]
 
@@ -99,10 +101,12 @@ class ApiKeyAuthentication(BaseAuthentication):  # type: ignore[misc]
         django_request = request._request
         principal = getattr(django_request, "principal", None)
         if principal is None:
-            try:
-                principal = check(django_request, required=False)
-            except AuthError as error:
-                raise ApiKeyRefused(error, request.parser_context.get("view")) from None
+            outcome = decide(django_request, _ANY_KEY)
+            if isinstance(outcome, PreflightAnswer):  # pragma: no cover - _ANY_KEY requires none
+                return None
+            if isinstance(outcome, AuthError):
+                raise ApiKeyRefused(outcome, request.parser_context.get("view"))
+            principal = outcome
         if principal is None:
             return None
         return ApiKeyUser(principal), principal
@@ -118,6 +122,14 @@ class HasScopes(BasePermission):  # type: ignore[misc]
     or list the class and set ``required_scopes`` on the view. The team is the view's
     ``team_param`` URL keyword argument (default ``team_id``) when the route has one.
 
+    With no key presented the permission is simply not granted (``False``), so that DRF's
+    composition works: ``HasScopes(...) | IsAuthenticated`` lets a session-authenticated user
+    in, and when nothing grants, DRF answers as it does for any permission (401 with
+    ``WWW-Authenticate`` when the view has authentication classes). A key that is presented
+    and refused is answered with the contract's 401/403 at once, whatever else could grant.
+    A CORS preflight is left to DRF's own ``OPTIONS`` answer (or a CORS middleware); a view
+    that defines its own ``options`` handler is not granted one.
+
     .. versionadded:: 0.1.0
     """
 
@@ -130,12 +142,21 @@ class HasScopes(BasePermission):  # type: ignore[misc]
 
     def has_permission(self, request: Request, view: Any) -> bool:
         django_request = request._request
-        if is_preflight(django_request):
-            return True
         scopes = self.scopes or tuple(getattr(view, "required_scopes", ()))
-        team_id = view.kwargs.get(getattr(view, "team_param", "team_id"))
-        try:
-            check(django_request, scopes, team_id)
-        except AuthError as error:
-            raise ApiKeyRefused(error, view) from None
-        return True
+        team_param = getattr(view, "team_param", "team_id")
+        endpoint = Endpoint(tuple(scopes), team_param, required=False)
+        if getattr(django_request, "principal", None) is None and isinstance(
+            request.auth, Principal
+        ):
+            django_request.principal = request.auth  # found by ApiKeyAuthentication
+        outcome = decide(django_request, endpoint, view.kwargs)
+        if isinstance(outcome, PreflightAnswer):
+            # Not the user's handler: DRF's metadata answer (or a CORS middleware) answers.
+            return type(view).options is APIView.options
+        if isinstance(outcome, AuthError):
+            raise ApiKeyRefused(outcome, view) from None
+        return outcome is not None
+
+
+#: What ApiKeyAuthentication checks: any valid key (the permission checks scopes and team).
+_ANY_KEY = Endpoint((), None, required=False)

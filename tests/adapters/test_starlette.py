@@ -624,7 +624,11 @@ class TestRules:
             assert_error(client.get("/public"), 401, MISSING)
             assert_error(client.get("/public", headers=bearer(other)), 403)
             assert client.get("/public", headers=bearer(key)).json() == {"user": "user_1"}
-            assert client.post("/public").status_code == 200  # the rule is for GET only
+            # a method the pattern's rules do not list needs what they need, never nothing
+            assert_error(client.post("/public"), 401, MISSING)
+            assert_error(client.post("/public", headers=bearer(other)), 403)
+            assert client.post("/public", headers=bearer(key)).status_code == 200
+            assert client.head("/public", headers=bearer(other)).status_code == 403  # HEAD is GET
         assert calls == ["/public", "/public"]
 
     def test_if_under_a_protected_prefix_then_a_key_is_needed(
@@ -652,13 +656,17 @@ class TestRules:
                 assert response.json() == {"user": None}
             assert client.get("/health?api_key=sk_live_x").status_code == 200
 
-    def test_if_a_cors_preflight_then_not_challenged_but_plain_options_is(
-        self, app: Starlette, auth: Authenticator
+    def test_if_a_cors_preflight_then_answered_not_run_and_plain_options_challenged(
+        self, app: Starlette, auth: Authenticator, calls: list[str]
     ) -> None:
         preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
         with TestClient(app) as client:
-            assert client.options("/api/x", headers=preflight).status_code == 200
+            answered = client.options("/api/x", headers=preflight)
+            assert (answered.status_code, answered.content) == (204, b"")
+            assert "www-authenticate" not in answered.headers
             assert_error(client.options("/api/x"), 401, MISSING)
+            assert client.options("/health", headers=preflight).status_code == 405  # the router
+        assert calls == []  # the protected handler never ran for the preflight
         with TestClient(build_app(auth)) as client:  # without rules too
             assert client.options("/public", headers={**preflight, **bearer("junk")}).is_success
             assert_error(client.options("/public", headers=bearer("junk")), 401, INVALID)
