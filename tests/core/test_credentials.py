@@ -122,3 +122,43 @@ class TestQueryString:
     def test_if_header_key_and_query_key_then_400(self) -> None:
         with pytest.raises(InvalidRequestError):
             extract_key({"X-API-Key": KEY}, f"api_key={KEY}")
+
+
+class TestHttpWhitespaceOnly:
+    """Only space and tab are whitespace in HTTP: nothing else is trimmed into a valid key, and
+    a bearer credential is one token (issue 8, finding 7)."""
+
+    def test_if_a_tab_follows_bearer_then_it_is_a_bearer_and_two_credentials_are_400(
+        self,
+    ) -> None:
+        other = generate_key()
+        assert extract_key({"Authorization": f"Bearer\t{KEY}"}) == KEY
+        with pytest.raises(InvalidRequestError):
+            extract_key({"Authorization": f"Bearer\t{KEY}", "X-API-Key": other})
+        with pytest.raises(InvalidRequestError):  # merged by a WSGI server
+            extract_key([("authorization", f"Bearer\t{KEY},Bearer\t{other}")])
+
+    @pytest.mark.parametrize("space", ["\xa0", "\x85", "\x0b", "\x0c", "\u2003"])
+    def test_if_other_unicode_space_surrounds_a_key_then_it_is_kept(self, space: str) -> None:
+        assert (
+            extract_key({"Authorization": f"Bearer {space}{KEY}{space}"}) == f"{space}{KEY}{space}"
+        )
+        assert extract_key({"X-API-Key": f"{KEY}{space}"}) == f"{KEY}{space}"
+
+    @pytest.mark.parametrize(
+        "value", [f"Bearer {KEY} extra", f"Bearer {KEY}\tx", f"Bearer:{KEY}", f"Bearer{KEY}"]
+    )
+    def test_if_the_bearer_is_not_one_token_then_400(self, value: str) -> None:
+        with pytest.raises(InvalidRequestError):
+            extract_key({"Authorization": value})
+
+    def test_if_several_spaces_or_tabs_follow_bearer_then_accepted(self) -> None:
+        assert extract_key({"Authorization": f"Bearer    {KEY}"}) == KEY
+        assert extract_key({"Authorization": f" \tBearer \t {KEY} \t"}) == KEY
+
+    @pytest.mark.parametrize(
+        "query", [f"a=1;api_key={KEY}", f"a=1;x={KEY}", f"page=2;access_token={KEY}&b=2"]
+    )
+    def test_if_a_key_follows_a_semicolon_then_400(self, query: str) -> None:
+        with pytest.raises(InvalidRequestError):
+            check_query_string(query)
