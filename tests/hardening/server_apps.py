@@ -48,13 +48,17 @@ def _rules(prefix: str) -> Rules:
     )
 
 
-def ran(handler: str, method: str, team_id: object, principal: object, probe: str | None) -> None:
-    """Record that ``handler`` ran (one ``write`` of one line, on an ``O_APPEND`` file)."""
+def ran(
+    handler: str, method: str, path: str, team_id: object, principal: object, probe: str | None
+) -> None:
+    """Record that ``handler`` ran (one ``write`` of one line, on an ``O_APPEND`` file), with the
+    method and path the app saw."""
     line = json.dumps(
         {
             "probe": probe,
             "handler": handler,
             "method": method,
+            "path": path,
             "team_id": None if team_id is None else str(team_id),
             "key_id": getattr(principal, "key_id", None),
         }
@@ -64,6 +68,23 @@ def ran(handler: str, method: str, team_id: object, principal: object, probe: st
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+def _flask_ran(handler: str, team_id: str) -> None:
+    from flask import g, request
+
+    ran(handler, request.method, request.path, team_id, g.principal, request.headers.get("X-Probe"))
+
+
+def _asgi_ran(handler: str, request: Any, principal: object = None) -> None:
+    """For Starlette and FastAPI: the path the router matched is ``scope["path"]``."""
+    if principal is None:
+        principal = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = getattr(request.auth, "principal", None)
+    team_id = request.path_params.get("team_id")
+    probe = request.headers.get("x-probe")
+    ran(handler, request.method, request.scope["path"], team_id, principal, probe)
 
 
 def _body(team_id: object) -> dict[str, str]:
@@ -76,7 +97,7 @@ def _body(team_id: object) -> dict[str, str]:
 def flask_rules_app() -> Any:
     """Flask, drop-in: the rules table and ``protect=["/api/"]``, no decorator (the case that
     leaked under gunicorn with ``//api/…``)."""
-    from flask import Flask, g, request
+    from flask import Flask
 
     from skaala_auth.flask import SkaalaAuth
 
@@ -89,7 +110,7 @@ def flask_rules_app() -> Any:
 
     @app.route("/api/v1/teams/<team_id>/bookings", methods=ALL_METHODS)
     def bookings(team_id: str) -> Any:
-        ran("flask_rules", request.method, team_id, g.principal, request.headers.get("X-Probe"))
+        _flask_ran("flask_rules", team_id)
         return _body(team_id), 200, {"X-Total-Count": "3"}
 
     return app
@@ -98,7 +119,7 @@ def flask_rules_app() -> Any:
 def flask_decorator_app() -> Any:
     """Flask, ``@requires_scope`` on a route that lists OPTIONS (Flask then leaves OPTIONS to
     the view) and on a POST route."""
-    from flask import Flask, g, request
+    from flask import Flask
 
     from skaala_auth.flask import SkaalaAuth, requires_scope
 
@@ -112,13 +133,13 @@ def flask_decorator_app() -> Any:
     @app.route("/api/v1/teams/<team_id>/bookings", methods=["GET", "OPTIONS"])
     @requires_scope("read:bookings")
     def list_bookings(team_id: str) -> Any:
-        ran("flask_list", request.method, team_id, g.principal, request.headers.get("X-Probe"))
+        _flask_ran("flask_list", team_id)
         return _body(team_id), 200, {"X-Total-Count": "3"}
 
     @app.post("/api/v1/teams/<team_id>/bookings")
     @requires_scope("write:bookings")
     def create_booking(team_id: str) -> Any:
-        ran("flask_create", request.method, team_id, g.principal, request.headers.get("X-Probe"))
+        _flask_ran("flask_create", team_id)
         return _body(team_id), 201
 
     return app
@@ -147,7 +168,8 @@ def wsgi_rules_app() -> Any:
             return [b"not found"]
         method = environ["REQUEST_METHOD"]
         team_id = found["team_id"]
-        ran("wsgi_rules", method, team_id, environ.get(PRINCIPAL_KEY), environ.get("HTTP_X_PROBE"))
+        principal, probe = environ.get(PRINCIPAL_KEY), environ.get("HTTP_X_PROBE")
+        ran("wsgi_rules", method, environ.get("PATH_INFO", ""), team_id, principal, probe)
         body = json.dumps(_body(team_id)).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if method in ("GET", "HEAD"):
@@ -194,7 +216,8 @@ def _django_urlpatterns() -> list[Any]:
     from skaala_auth.django import requires_scope
 
     def answer(request: HttpRequest, handler: str, team_id: str, status: int = 200) -> Any:
-        ran(handler, request.method, team_id, request.principal, request.headers.get("X-Probe"))
+        probe = request.headers.get("X-Probe")
+        ran(handler, request.method, request.path_info, team_id, request.principal, probe)
         response = JsonResponse(_body(team_id), status=status)
         if request.method in ("GET", "HEAD"):
             response["X-Total-Count"] = "3"
@@ -236,13 +259,6 @@ def __getattr__(name: str) -> Any:  # Django's ROOT_URLCONF reads urlpatterns fr
 # --- uvicorn (ASGI) --------------------------------------------------------------------------
 
 
-def _starlette_principal(request: Any) -> object:
-    principal = getattr(request.state, "principal", None)
-    if principal is None:
-        principal = getattr(request.auth, "principal", None)
-    return principal
-
-
 def starlette_app() -> Any:
     """Starlette: :class:`ApiKeyMiddleware` (no rules) and ``@requires_scope`` endpoints; the
     GET route lists OPTIONS too."""
@@ -260,15 +276,13 @@ def starlette_app() -> Any:
     @requires_scope("read:bookings")
     async def list_bookings(request: Request) -> JSONResponse:
         team_id = request.path_params["team_id"]
-        probe = request.headers.get("x-probe")
-        ran("starlette_list", request.method, team_id, _starlette_principal(request), probe)
+        _asgi_ran("starlette_list", request)
         return JSONResponse(_body(team_id), headers={"X-Total-Count": "3"})
 
     @requires_scope("write:bookings")
     async def create_booking(request: Request) -> JSONResponse:
         team_id = request.path_params["team_id"]
-        probe = request.headers.get("x-probe")
-        ran("starlette_create", request.method, team_id, _starlette_principal(request), probe)
+        _asgi_ran("starlette_create", request)
         return JSONResponse(_body(team_id), status_code=201)
 
     path = "/api/v1/teams/{team_id}/bookings"
@@ -298,8 +312,7 @@ def starlette_rules_app() -> Any:
 
     async def bookings(request: Request) -> JSONResponse:
         team_id = request.path_params["team_id"]
-        probe = request.headers.get("x-probe")
-        ran("starlette_rules", request.method, team_id, _starlette_principal(request), probe)
+        _asgi_ran("starlette_rules", request)
         headers = {"X-Total-Count": "3"} if request.method in ("GET", "HEAD") else None
         return JSONResponse(_body(team_id), headers=headers)
 
@@ -339,7 +352,7 @@ def fastapi_app() -> Any:
         response: Response,
         principal: Annotated[Principal, Depends(RequireScopes("read:bookings"))],
     ) -> dict[str, str]:
-        ran("fastapi_list", request.method, team_id, principal, request.headers.get("x-probe"))
+        _asgi_ran("fastapi_list", request, principal)
         response.headers["X-Total-Count"] = "3"
         return _body(team_id)
 
@@ -349,7 +362,7 @@ def fastapi_app() -> Any:
         request: Request,
         principal: Annotated[Principal, Security(RequireScopes(), scopes=["write:bookings"])],
     ) -> dict[str, str]:
-        ran("fastapi_create", request.method, team_id, principal, request.headers.get("x-probe"))
+        _asgi_ran("fastapi_create", request, principal)
         return _body(team_id)
 
     @app.put(path)
@@ -360,13 +373,12 @@ def fastapi_app() -> Any:
             Principal, Security(RequireScopes("read:bookings"), scopes=["write:bookings"])
         ],
     ) -> dict[str, str]:
-        ran("fastapi_replace", request.method, team_id, principal, request.headers.get("x-probe"))
+        _asgi_ran("fastapi_replace", request, principal)
         return _body(team_id)
 
     @app.delete(path, dependencies=[Security(RequireScopes(), scopes=["write:bookings"])])
     async def delete_bookings(team_id: str, request: Request) -> dict[str, str]:
-        probe = request.headers.get("x-probe")
-        ran("fastapi_delete", request.method, team_id, _starlette_principal(request), probe)
+        _asgi_ran("fastapi_delete", request)
         return _body(team_id)
 
     return app

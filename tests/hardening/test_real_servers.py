@@ -375,6 +375,7 @@ def _paths(base: str) -> list[tuple[str, str]]:
         ("percent-encoded", f"/%{ord(first[0]):02X}{first[1:]}/{rest}"),
         ("encoded team", base.format(team="team%5F1")),
         ("upper case", f"/{first.upper()}/{rest}"),
+        ("absolute-form", f"http://{HOST}{canonical}"),  # a proxy-style request target
     ]
 
 
@@ -449,7 +450,10 @@ class Report:
 def _check_run(probe: Probe, line: dict[str, object]) -> list[str]:
     """Why this logged run of a handler breaks the invariant (empty: it does not)."""
     handler, method = str(line["handler"]), str(line["method"])
-    ran = f"{handler} ran ({method}, team_id={line['team_id']}, principal={line['key_id']})"
+    ran = (
+        f"{handler} ran (saw {method} {line.get('path')}, team_id={line['team_id']},"
+        f" principal={line['key_id']})"
+    )
     if probe.preflight:
         return [f"{ran} for a CORS preflight"]
     key = probe.cred.key
