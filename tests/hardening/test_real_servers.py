@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +92,7 @@ class Spec:
 
     @property
     def label(self) -> str:
-        return f"{self.server}[{self.http}]:{self.factory}" if self.http else self.name
+        return f"{self.server}[{self.http or 'sync'}]:{self.factory}"
 
 
 SPECS = [
@@ -581,9 +581,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture(scope="module")
-def reports(world: World) -> Iterator[dict[str, Report | str]]:
+def reports(world: World) -> dict[str, Report | str]:
     """Start every server that can run here (all at once), probe them all (one thread each),
-    stop them; ``str`` values are the reasons a server was not run."""
+    stop them all (whatever happened); ``str`` values are the reasons a server was not run."""
     outcome: dict[str, Report | str] = {}
     servers: list[Server] = []
     try:
@@ -595,8 +595,13 @@ def reports(world: World) -> Iterator[dict[str, Report | str]]:
                 servers.append(_start(spec, world.db.parent, world.db))
         deadline = time.monotonic() + START_TIMEOUT
         running = []
-        for server in servers:
+        for index, server in enumerate(list(servers)):
             why = _ready(server, deadline)
+            if why is not None and "already in use" in server.output_tail():
+                # The free port was taken between our probe and the server's bind: once more.
+                _stop(server)
+                server = servers[index] = _start(server.spec, world.db.parent, world.db)
+                why = _ready(server, time.monotonic() + START_TIMEOUT)
             if why is None:
                 running.append(server)
             else:
@@ -609,10 +614,10 @@ def reports(world: World) -> Iterator[dict[str, Report | str]]:
             futures = {s.spec.name: pool.submit(_run, s, world, deadline) for s in running}
             for name, future in futures.items():
                 outcome[name] = future.result(timeout=120)
-        yield outcome
     finally:
         for server in servers:
             _stop(server)
+    return outcome
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in SPECS])
