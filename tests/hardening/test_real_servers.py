@@ -200,6 +200,7 @@ def _start(spec: Spec, directory: Path, db: Path) -> Server:
         DB_ENV: str(db),
         LOG_ENV: str(ran_log),
     }
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the Django factory configures its own settings
     with output.open("wb") as sink:
         process = subprocess.Popen(
             _command(spec, port),
