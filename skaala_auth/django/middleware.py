@@ -75,16 +75,25 @@ class ApiKeyMiddleware:
         outcome = get_authenticator().decide(facts_of(request), get_rules())
         if isinstance(outcome, AuthError):
             return error_response(outcome)
-        request.principal = outcome
+        _set_principal(request, outcome)
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         outcome = await get_authenticator().decide_async(facts_of(request), get_rules())
         if isinstance(outcome, AuthError):
             return error_response(outcome)
-        request.principal = outcome
+        _set_principal(request, outcome)
         response: Awaitable[Any] = self.get_response(request)
         return await response
+
+
+def _set_principal(request: HttpRequest, principal: Principal | None) -> None:
+    request.principal = principal
+    if principal is not None and principal.method == "api_key":
+        # A request authenticated by an API key carries no ambient credential a browser could
+        # be tricked into sending: CsrfViewMiddleware has nothing to protect (DRF reasons the
+        # same way for its non-session authentication).
+        request._dont_enforce_csrf_checks = True
 
 
 def decide(
@@ -103,7 +112,7 @@ def decide(
     found: Principal | None = getattr(request, "principal", None)
     outcome = get_authenticator().decide(facts_of(request, path_params), endpoint, found=found)
     if isinstance(outcome, Principal):
-        request.principal = outcome
+        _set_principal(request, outcome)
     return outcome
 
 
@@ -118,5 +127,5 @@ async def decide_async(
     facts = facts_of(request, path_params)
     outcome = await get_authenticator().decide_async(facts, endpoint, found=found)
     if isinstance(outcome, Principal):
-        request.principal = outcome
+        _set_principal(request, outcome)
     return outcome

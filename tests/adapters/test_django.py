@@ -67,8 +67,28 @@ class DrfBookings(APIView):
         return Response({"user": str(request.user), "key": request.auth.key_id})
 
 
+class CreateBooking(ScopeRequiredMixin, View):
+    required_scopes = ["read:bookings"]
+
+    def post(self, request: HttpRequest, team_id: str) -> JsonResponse:
+        return JsonResponse({"created": True}, status=201)
+
+
+@requires_scope("read:bookings")
+def create_booking(request: HttpRequest, team_id: str) -> JsonResponse:
+    return JsonResponse({"created": True}, status=201)
+
+
+def open_form(request: HttpRequest) -> JsonResponse:
+    """Not protected by us: a session form, under Django's CSRF check as usual."""
+    return JsonResponse({"principal": request.principal and request.principal.key_id})
+
+
 urls = types.ModuleType("urls")
 urls.urlpatterns = [  # type: ignore[attr-defined]
+    path("teams/<str:team_id>/create-cbv", CreateBooking.as_view()),
+    path("teams/<str:team_id>/create", create_booking),
+    path("form", open_form),
     path("teams/<str:team_id>/cbv", Bookings.as_view()),
     path("teams/<str:team_id>/async-cbv", AsyncBookings.as_view()),
     path("teams/<str:team_id>/decorated", decorated),
@@ -313,3 +333,35 @@ class TestMoreSettings:
             call_command("skaala_auth", "members", "add", "--team", "t", "--user", "u", stdout=out)
         assert store.get_member("t", "u") is not None
         store.close()
+
+
+CSRF_MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "skaala_auth.django.ApiKeyMiddleware",
+]
+
+
+@pytest.mark.usefixtures("project")
+class TestCsrf:
+    """A request authenticated by an API key is not subject to CSRF (no ambient credential);
+    Django's test Client skips CSRF by default, which hid this: enforce it here."""
+
+    @pytest.mark.parametrize("view", ["create", "create-cbv"])
+    @pytest.mark.parametrize("middleware", [CSRF_MIDDLEWARE, CSRF_MIDDLEWARE[:2]])
+    def test_if_a_key_authenticated_post_then_no_csrf_403(
+        self, key: str, view: str, middleware: list[str]
+    ) -> None:
+        with override_settings(MIDDLEWARE=middleware):
+            client = Client(enforce_csrf_checks=True)
+            created = client.post(f"/teams/team_1/{view}", headers={"X-API-Key": key})
+            assert created.status_code == 201
+            refused = client.post(f"/teams/team_1/{view}")  # our 401, not Django's CSRF page
+            assert refused.status_code == 401
+            assert refused.json() == {"error": "unauthorized", "message": "Missing API key"}
+
+    def test_if_no_key_then_django_csrf_still_protects_other_views(self, key: str) -> None:
+        with override_settings(MIDDLEWARE=CSRF_MIDDLEWARE):
+            client = Client(enforce_csrf_checks=True)
+            assert client.post("/form").status_code == 403  # Django's CSRF failure
+            assert client.post("/form", headers={"X-API-Key": key}).status_code == 200
