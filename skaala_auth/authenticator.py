@@ -301,10 +301,8 @@ class Authenticator:
         .. versionadded:: 0.1.0
         """
         need_now = requirement(facts, need)
-        if need_now.public:
-            return PREFLIGHT if need_now.required else None
-        if found is not None:
-            return self._authorize(found, need_now)
+        if need_now.public or found is not None:
+            return self._settled(need_now, found)
         return self.check_request(
             facts.headers,
             required_scopes=need_now.scopes,
@@ -325,10 +323,8 @@ class Authenticator:
         .. versionadded:: 0.1.0
         """
         need_now = requirement(facts, need)
-        if need_now.public:
-            return PREFLIGHT if need_now.required else None
-        if found is not None:
-            return self._authorize(found, need_now)
+        if need_now.public or found is not None:
+            return self._settled(need_now, found)
         return await self.check_request_async(
             facts.headers,
             required_scopes=need_now.scopes,
@@ -337,13 +333,17 @@ class Authenticator:
             required=need_now.required,
         )
 
-    def _authorize(self, principal: Principal, need: Requirement) -> Principal | AuthError:
-        """A principal found earlier in the request, against this requirement (audited)."""
-        error = refusal(principal, need.scopes, need.team_id)
+    def _settled(self, need: Requirement, found: Principal | None) -> Principal | AuthError | None:
+        """The outcome that needs no credential read: a public request (or a preflight to
+        answer), or a principal found earlier in the request against this requirement."""
+        if need.public:
+            return PREFLIGHT if need.required else None
+        assert found is not None  # noqa: S101 - decide() calls this for one or the other
+        error = refusal(found, need.scopes, need.team_id)
         if error is None:
-            return principal
+            return found
         auth = _override if _override is not None else self
-        auth._emit(AuditEvent.failure(error, principal))
+        auth._emit(AuditEvent.failure(error, found))
         return error
 
     def check_request(
