@@ -239,7 +239,9 @@ def test_if_facts_come_from_asgi_or_wsgi_then_the_path_is_the_routers() -> None:
         {"team_id": "t"},
     )
     assert (
-        RequestFacts.from_asgi({"type": "websocket", "path": "/mnt", "root_path": "/mnt"}).path
+        RequestFacts.from_asgi(
+            {"type": "websocket", "path": "/mnt", "root_path": "/mnt", "headers": []}
+        ).path
         == "/"
     )
     environ = {
