@@ -303,13 +303,12 @@ class Authenticator:
         need_now = requirement(facts, need)
         if need_now.public or found is not None:
             return self._settled(need_now, found)
-        return self.check_request(
-            facts.headers,
-            required_scopes=need_now.scopes,
-            team_id=need_now.team_id,
-            query_string=facts.query,
-            required=need_now.required,
-        )
+        if _override is not None and _override is not self:
+            return _override.decide(facts, need)
+        key = self._request_key(facts.headers, facts.query, need_now.required)
+        if not isinstance(key, str):
+            return key
+        return self.check(key, need_now.scopes, need_now.team_id)
 
     async def decide_async(
         self,
@@ -325,13 +324,13 @@ class Authenticator:
         need_now = requirement(facts, need)
         if need_now.public or found is not None:
             return self._settled(need_now, found)
-        return await self.check_request_async(
-            facts.headers,
-            required_scopes=need_now.scopes,
-            team_id=need_now.team_id,
-            query_string=facts.query,
-            required=need_now.required,
-        )
+        if _override is not None and _override is not self:
+            return await _override.decide_async(facts, need)
+        # check_request_async, inlined: one coroutine fewer per request.
+        key = self._request_key(facts.headers, facts.query, need_now.required)
+        if not isinstance(key, str):
+            return key
+        return await self.check_async(key, need_now.scopes, need_now.team_id)
 
     def _settled(self, need: Requirement, found: Principal | None) -> Principal | AuthError | None:
         """The outcome that needs no credential read: a public request (or a preflight to

@@ -231,9 +231,21 @@ async def _guard(scope: Scope, endpoint: Endpoint) -> Principal:
     """The endpoint check behind every per-endpoint form: the core decides, on the principal
     the middleware found (or, when it found none, on the request's credentials)."""
     auth = _credentials(scope)
-    middleware = auth.middleware
     facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
-    outcome = await middleware.authenticator.decide_async(facts, endpoint, found=auth.principal)
+    authenticator = auth.middleware.authenticator
+    if auth.principal is not None:  # no credential to read, no I/O: no coroutine needed
+        return _granted(scope, auth, authenticator.decide(facts, endpoint, found=auth.principal))
+    return _granted(scope, auth, await authenticator.decide_async(facts, endpoint))
+
+
+def _guard_found(scope: Scope, endpoint: Endpoint) -> Principal | None:
+    """:func:`_guard` without a coroutine, for the common case: the middleware found a
+    principal. ``None`` when it found none (then await :func:`_guard`)."""
+    auth = _credentials(scope)
+    if auth.principal is None:
+        return None
+    facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
+    outcome = auth.middleware.authenticator.decide(facts, endpoint, found=auth.principal)
     return _granted(scope, auth, outcome)
 
 
@@ -323,7 +335,9 @@ def requires_scope(
 
             @functools.wraps(func)
             async def async_endpoint(*args: P.args, **kwargs: P.kwargs) -> Any:
-                await _guard(_scope_of(func, args, kwargs), endpoint)
+                scope = _scope_of(func, args, kwargs)
+                if _guard_found(scope, endpoint) is None:
+                    await _guard(scope, endpoint)
                 return await async_func(*args, **kwargs)
 
             return async_endpoint  # type: ignore[return-value]
