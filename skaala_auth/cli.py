@@ -43,8 +43,6 @@ __all__ = ["CommandError", "main", "parse_duration"]
 
 PROG: Final = "skaala-auth"
 DEFAULT_DB: Final = "skaala_auth.db"
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION: Final = re.compile(r"(?:\d+[smhdw])+")
 _ANY_KEY: Final = re.compile(r"sk_(?:live|test)_\w*")
 
 
@@ -71,15 +69,10 @@ def parse_duration(text: str) -> timedelta:
 
     .. versionadded:: 0.1.0
     """
-    text = text.strip().lower()
-    if text == "0":
-        return timedelta(0)
-    if not _DURATION.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a number and a unit, e.g. 90d, 24h, 30m, 1h30m"
-        )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in re.findall(r"(\d+)([smhdw])", text))
-    return timedelta(seconds=seconds)
+    try:
+        return config.parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -180,7 +173,7 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
     if not create and not path.exists():
         raise CommandError(f"no key database at {path}: run '{PROG} --db {path} init' first")
     try:
-        return config.open_store(db=path)
+        return config.open_store(db=path, create=True)
     except (sqlite3.Error, OSError) as error:
         raise CommandError(f"cannot open {path}: {error}") from None
 

@@ -152,6 +152,7 @@ class TestViews:
 
 class TestSettings:
     def test_if_db_is_set_then_a_sqlite_store_on_that_file_is_used(self, tmp_path: Path) -> None:
+        SQLiteKeyStore(tmp_path / "keys.db").close()
         with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db", "CACHE_TTL": 5}):
             authenticator = get_authenticator()
             assert isinstance(authenticator.store, SQLiteKeyStore)
@@ -260,6 +261,28 @@ class TestMoreSettings:
             assert client.get("/teams/team_1/open").status_code == 401
             assert client.get("/teams/team_1/open", headers={"X-API-Key": key}).status_code == 403
 
+    def test_if_db_is_missing_then_improperly_configured_naming_the_path_and_the_fix(
+        self, tmp_path: Path
+    ) -> None:
+        missing = tmp_path / "kyes.db"
+        with override_settings(SKAALA_AUTH={"DB": missing}):
+            with pytest.raises(ImproperlyConfigured, match=f"skaala-auth --db {missing} init"):
+                get_authenticator()
+            with pytest.raises(ImproperlyConfigured, match="CREATE"):
+                get_store()
+        assert not missing.exists()
+        with override_settings(SKAALA_AUTH={"DB": missing, "CREATE": True}):
+            assert isinstance(get_authenticator().store, SQLiteKeyStore)
+        assert missing.exists()
+
+    @pytest.mark.parametrize("text", ["false", "0", "no"])
+    def test_if_accept_test_keys_is_a_false_string_then_test_keys_stay_off(
+        self, tmp_path: Path, text: str
+    ) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "ACCEPT_TEST_KEYS": text}
+        with override_settings(SKAALA_AUTH=setting):
+            assert get_authenticator().accept_test_keys is False
+
     def test_if_a_dsn_is_set_without_postgres_support_then_improperly_configured(self) -> None:
         try:
             import skaala_auth.stores.postgres  # noqa: F401
@@ -268,7 +291,7 @@ class TestMoreSettings:
         else:  # pragma: no cover - depends on the installed extras
             pytest.skip("PostgreSQL support is installed")
         with override_settings(SKAALA_AUTH={"DSN": "postgresql://localhost/x"}):
-            with pytest.raises(ImproperlyConfigured, match="postgres"):
+            with pytest.raises(ImproperlyConfigured, match="PostgreSQL store is not available yet"):
                 get_authenticator()
 
     def test_if_the_setting_is_not_a_dict_then_improperly_configured(self) -> None:
