@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ from rest_framework.request import Request  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
 from rest_framework.views import APIView  # noqa: E402
 
+import skaala_auth  # noqa: E402
 from skaala_auth import Authenticator, KeyManager, SQLiteKeyStore  # noqa: E402
 from skaala_auth.django import (  # noqa: E402
     ScopeRequiredMixin,
@@ -245,6 +249,58 @@ class TestCommand:
                     stderr=io.StringIO(),
                 )
             assert raised.value.returncode == 1
+
+    def test_if_cli_options_come_before_the_command_then_they_reach_the_cli(
+        self, tmp_path: Path
+    ) -> None:
+        with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db", "CREATE": True}):
+            call_command("skaala_auth", "init", stdout=io.StringIO())
+            call_command(
+                "skaala_auth", "members", "add", "--team", "t", "--user", "u",
+                stdout=io.StringIO(),
+            )  # fmt: skip
+            out = io.StringIO()
+            call_command(
+                "skaala_auth", "--json", "keys", "create", "--team", "t", "--user", "u",
+                "--scope", "read:calls", stdout=out,
+            )  # fmt: skip
+            created = json.loads(out.getvalue())
+            out = io.StringIO()
+            call_command("skaala_auth", "--json", "keys", "list", "--team", "t", stdout=out)
+            assert [key["id"] for key in json.loads(out.getvalue())] == [created["id"]]
+
+    def test_if_manage_py_is_run_then_json_and_version_are_skaala_auths(
+        self, tmp_path: Path
+    ) -> None:
+        """As a user runs it: ``manage.py skaala_auth --json keys list`` and ``--version``."""
+        (tmp_path / "tiny_settings.py").write_text(
+            "SECRET_KEY = 'x'\nUSE_TZ = True\nDATABASES = {}\n"
+            "INSTALLED_APPS = ['skaala_auth.django']\n"
+            f"SKAALA_AUTH = {{'DB': {str(tmp_path / 'keys.db')!r}, 'CREATE': True}}\n"
+        )
+        root = Path(__file__).resolve().parents[2]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tiny_settings",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+        }
+
+        def manage(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "django", "skaala_auth", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+
+        version = manage("--version")
+        assert version.returncode == 0, version.stderr
+        assert version.stdout.strip() == f"skaala-auth {skaala_auth.__version__}"
+        assert manage("init").returncode == 0
+        listed = manage("--json", "keys", "list", "--team", "t")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
 
     def test_if_no_store_is_configured_then_the_command_says_so(self) -> None:
         with override_settings(SKAALA_AUTH={}), pytest.raises(CommandError, match="DB"):
