@@ -392,3 +392,87 @@ class TestMoreSettings:
             call_command("skaala_auth", "members", "add", "--team", "t", "--user", "u", stdout=out)
         assert store.get_member("t", "u") is not None
         store.close()
+
+
+class TestSystemChecks:
+    """``manage.py check`` reports each misconfiguration instead of "no issues"."""
+
+    @staticmethod
+    def ids(**overrides: Any) -> list[str]:
+        from django.core.checks import run_checks
+
+        with override_settings(**overrides):
+            return sorted(
+                message.id for message in run_checks() if message.id.startswith("skaala_auth.")
+            )
+
+    def test_if_the_setting_is_right_then_no_issues(self, tmp_path: Path) -> None:
+        SQLiteKeyStore(tmp_path / "keys.db").close()
+        setting = {"DB": tmp_path / "keys.db", "CACHE_TTL": "10s", "PUBLIC": ["/health"]}
+        middleware = [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "skaala_auth.django.ApiKeyMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+        ]
+        assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=middleware) == []
+
+    def test_if_a_setting_is_misspelt_then_e002_naming_it(self, tmp_path: Path) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "CACH_TTL": 5}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E002"]
+        with override_settings(SKAALA_AUTH=setting):
+            from django.core.checks import run_checks
+
+            assert any("CACH_TTL" in message.msg for message in run_checks())
+
+    def test_if_a_value_is_of_the_wrong_kind_then_e003(self, tmp_path: Path) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "ACCEPT_TEST_KEYS": "maybe"}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E003"]
+
+    def test_if_the_store_file_is_missing_then_e005_with_the_fix(self, tmp_path: Path) -> None:
+        assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db"}) == ["skaala_auth.E005"]
+        assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db", "CREATE": "true"}) == []
+
+    def test_if_no_store_is_named_then_e004(self) -> None:
+        assert self.ids(SKAALA_AUTH={"CACHE_TTL": 5}) == ["skaala_auth.E004"]
+
+    def test_if_the_authenticator_path_does_not_import_then_e006(self) -> None:
+        setting = {"AUTHENTICATOR": "myproject.auth.no_such_authenticator"}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E006"]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": 42}) == ["skaala_auth.E006"]
+
+    def test_if_the_authenticator_path_imports_then_no_issue(self, auth: Authenticator) -> None:
+        module = types.ModuleType("skaala_check_auth")
+        module.authenticator = auth  # type: ignore[attr-defined]
+        sys.modules["skaala_check_auth"] = module
+        try:
+            setting = {"AUTHENTICATOR": "skaala_check_auth.authenticator"}
+            assert self.ids(SKAALA_AUTH=setting) == []
+        finally:
+            del sys.modules["skaala_check_auth"]
+
+    def test_if_the_setting_is_not_a_dict_then_e001(self) -> None:
+        assert self.ids(SKAALA_AUTH=["DB"]) == ["skaala_auth.E001"]
+
+    def test_if_rules_are_set_without_the_middleware_then_e007(self, auth: Authenticator) -> None:
+        setting = {"AUTHENTICATOR": auth, "PROTECT": ["/api/"]}
+        assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=[]) == ["skaala_auth.E007"]
+
+    def test_if_the_middleware_comes_after_csrf_then_w001(self, auth: Authenticator) -> None:
+        middleware = [
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "skaala_auth.django.ApiKeyMiddleware",
+        ]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == [
+            "skaala_auth.W001"
+        ]
+
+    def test_if_manage_py_check_runs_then_it_reports_the_missing_store(
+        self, tmp_path: Path
+    ) -> None:
+        from django.core.management.base import SystemCheckError
+
+        with (
+            override_settings(SKAALA_AUTH={"DB": tmp_path / "kyes.db"}),
+            pytest.raises(SystemCheckError, match=r"skaala_auth\.E005.*kyes\.db"),
+        ):
+            call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
