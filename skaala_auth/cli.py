@@ -546,10 +546,15 @@ def _broken_pipe(args: argparse.Namespace) -> int:
     """Standard output was closed early (``| head``): no traceback, no error line, and nothing
     more written to it (the interpreter's last flush would fail again)."""
     try:
+        fileno: int | None = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (a capture): nothing will be flushed to it
+        fileno = None
+    if fileno is not None:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # not a real file (a test's capture): nothing to flush
-        pass
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
     made = getattr(args, "made", None)
     if made is not None:  # a key was made but its one showing was cut off
         sys.stderr.write(

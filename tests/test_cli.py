@@ -542,3 +542,29 @@ def test_if_standard_output_is_closed_early_then_no_traceback_and_exit_141(
         assert "was created but its key was not shown" in err and "keys revoke key_" in err
     else:
         assert err == ""
+
+
+class _ClosedPipe(io.StringIO):
+    """A standard output whose reader has gone."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+def test_if_standard_output_breaks_in_process_then_141_and_the_key_id_to_revoke(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    status = main(
+        ["--db", str(db), "keys", "create", "--team", "team_1", "--user", "user_1",
+         "--scope", "read:calls"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 141 and "BrokenPipeError" not in err
+    store = SQLiteKeyStore(db)
+    created = KeyManager(store).list_keys(team_id="team_1")
+    store.close()
+    assert f"keys revoke {created[0].id}" in err
