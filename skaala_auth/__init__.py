@@ -14,6 +14,7 @@ from .audit import AuditEvent
 from .authenticator import Authenticator, RateLimiter
 from .errors import (
     AuthError,
+    ConfigurationError,
     ForbiddenError,
     InsufficientScopeError,
     InvalidExpiryError,
@@ -43,6 +44,7 @@ __all__ = [
     "AuditEvent",
     "AuthError",
     "Authenticator",
+    "ConfigurationError",
     "DEFAULT_SCOPES",
     "ForbiddenError",
     "Hasher",

@@ -6,12 +6,16 @@
     skaala-auth members add --team team_1 --user user_1 --role owner
     skaala-auth keys create --team team_1 --user user_1 --scope read:bookings --name CI
     skaala-auth keys verify < key.txt
+    skaala-auth keys revoke --key-stdin < leaked.txt     # the key found in a log
     skaala-auth --db /srv/keys.db keys list --team team_1 --json
 
-The store is chosen by global options before the command: ``--db PATH`` (SQLite; default
-``$SKAALA_AUTH_DB`` or ``./skaala_auth.db``) or ``--dsn`` (PostgreSQL). A key is never taken as
-an argument (it would land in the shell history): ``keys verify`` reads it from standard input.
-Errors are one line on standard error and a non-zero exit status (1; 2 for usage errors).
+The store is chosen by ``--db PATH`` (SQLite; default ``$SKAALA_AUTH_DB`` or
+``./skaala_auth.db``) or ``--dsn`` (PostgreSQL), before or after the command. A key is never
+taken as an argument (it would land in the shell history): ``keys verify``, and ``keys show`` /
+``keys revoke`` with ``--key-stdin``, read it from standard input. Anything that looks like a key
+given where an id, a team, a user or a name belongs is refused, and never printed back or stored.
+Errors are one line on standard error and a non-zero exit status (1; 2 for usage errors; 141
+when standard output is closed early, as by ``| head``, like a command killed by SIGPIPE).
 
 .. versionadded:: 0.1.0
 """
@@ -23,6 +27,7 @@ import getpass
 import json
 import os
 import re
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +39,7 @@ from . import config
 from .__about__ import __version__
 from .authenticator import Authenticator
 from .errors import AuthError, KeyManagementError, NotAMemberError, UnknownScopeError
+from .keys import looks_like_key
 from .manager import KeyManager
 from .models import ApiKey, Member, Principal, Role
 from .scopes import DEFAULT_SCOPES
@@ -43,9 +49,10 @@ __all__ = ["CommandError", "main", "parse_duration"]
 
 PROG: Final = "skaala-auth"
 DEFAULT_DB: Final = "skaala_auth.db"
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION: Final = re.compile(r"(?:\d+[smhdw])+")
 _ANY_KEY: Final = re.compile(r"sk_(?:live|test)_\w*")
+#: The exit status of a command whose standard output was closed early: what a shell reports for
+#: a command killed by SIGPIPE (128 + 13).
+BROKEN_PIPE: Final = 128 + getattr(signal, "SIGPIPE", 13)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,15 +78,10 @@ def parse_duration(text: str) -> timedelta:
 
     .. versionadded:: 0.1.0
     """
-    text = text.strip().lower()
-    if text == "0":
-        return timedelta(0)
-    if not _DURATION.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a number and a unit, e.g. 90d, 24h, 30m, 1h30m"
-        )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in re.findall(r"(\d+)([smhdw])", text))
-    return timedelta(seconds=seconds)
+    try:
+        return config.parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
     if not create and not path.exists():
         raise CommandError(f"no key database at {path}: run '{PROG} --db {path} init' first")
     try:
-        return config.open_store(db=path)
+        return config.open_store(db=path, create=True)
     except (sqlite3.Error, OSError) as error:
         raise CommandError(f"cannot open {path}: {error}") from None
 
@@ -205,6 +207,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         expires_in=args.expires_in,
         environment="test" if args.test else "live",
     )
+    args.made = record.id
 
     def human(out: TextIO) -> None:
         out.write(f"API key (shown once, store it now):\n\n    {key}\n\n")
@@ -234,14 +237,26 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(args: argparse.Namespace, manager: KeyManager) -> str:
+    """The id of the key a command acts on: its ``ID`` argument, or the id of the key read from
+    standard input with ``--key-stdin`` (found by digest, with the service's pepper)."""
+    if (args.id is None) == (not args.key_stdin):
+        args.parser.error("give a key id (key_…) or --key-stdin, and not both")
+    if args.id is not None:
+        return str(args.id)
+    return manager.find_key(_read_key()).id
+
+
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    record = KeyManager(open_store(args)).get_key(args.id)
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    record = manager.get_key(_target(args, manager))
     _emit(args, _key_json(record), lambda out: _print_fields(out, _key_json(record)))
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    record = KeyManager(open_store(args)).revoke_key(args.id)
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    record = manager.revoke_key(_target(args, manager))
     document = _key_json(record)
 
     def human(out: TextIO) -> None:
@@ -254,6 +269,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     manager = KeyManager(open_store(args), pepper=_pepper())
     key, record = manager.rotate_key(args.id, grace=args.grace)
+    args.made = record.id
     old = _key_json(manager.get_key(args.id))
 
     def human(out: TextIO) -> None:
@@ -266,6 +282,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def _read_key() -> str:
+    """A key from standard input (prompted for, unechoed, on a terminal)."""
     if sys.stdin is None:
         raise CommandError("no key given: pipe it to standard input")
     if sys.stdin.isatty():
@@ -366,11 +383,17 @@ def _parser() -> _Parser:
     json_flag.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, for scripts"
     )
+    # The store options are accepted after the command too (`skaala-auth init --db PATH`).
+    json_flag.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="as above")
+    json_flag.add_argument("--dsn", metavar="DSN", default=argparse.SUPPRESS, help="as above")
 
     parser = _Parser(
         prog=PROG,
         description="Manage skaala_auth API keys and team members, or run the demo API.",
-        epilog="Keys are never accepted as arguments: 'keys verify' reads one from stdin.",
+        epilog=(
+            "Keys are never accepted as arguments: 'keys verify', and 'keys show' or "
+            "'keys revoke' with --key-stdin, read one from standard input."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     where = parser.add_mutually_exclusive_group()
@@ -414,9 +437,15 @@ def _parser() -> _Parser:
     listing = command(keys_commands, "list", cmd_keys_list, "list a team's keys")
     listing.add_argument("--team", required=True)
     show = command(keys_commands, "show", cmd_keys_show, "show one key's record")
-    show.add_argument("id", help="the key id (key_…)")
     revoke = command(keys_commands, "revoke", cmd_keys_revoke, "revoke a key now")
-    revoke.add_argument("id", help="the key id (key_…)")
+    for sub in (show, revoke):
+        sub.add_argument("id", nargs="?", help="the key id (key_…)")
+        sub.add_argument(
+            "--key-stdin",
+            action="store_true",
+            help="find the key by its value, read from standard input (never an argument)",
+        )
+        sub.set_defaults(parser=sub)
     rotate = command(keys_commands, "rotate", cmd_keys_rotate, "replace a key (new key printed)")
     rotate.add_argument("id", help="the key id (key_…)")
     rotate.add_argument(
@@ -461,9 +490,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    _refuse_keys(parser, args)
+    if args.db is not None and args.dsn is not None:
+        parser.error("argument --dsn: not allowed with argument --db")
     args.opened = []
     try:
         status: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        return _broken_pipe(args)
     except NotAMemberError as error:
         if args.handler is not cmd_keys_create:
             return _fail(str(error))
@@ -486,6 +521,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+_ARGUMENT_NAMES: Final = {"id": "the ID argument", "scopes": "--scope"}
+
+
+def _refuse_keys(parser: _Parser, args: argparse.Namespace) -> None:
+    """A key pasted where an id, a team, a user or a name belongs: refuse it before anything
+    is looked up or stored, and say so without printing it back."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and looks_like_key(item) for item in values):
+            where = _ARGUMENT_NAMES.get(name, "--" + name.replace("_", "-"))
+            hint = ""
+            if getattr(args, "keys_command", None) in ("show", "revoke", "rotate"):
+                hint = (
+                    f"; to find a key by its value, pipe it: {PROG} keys show --key-stdin "
+                    f"< key.txt (or keys revoke --key-stdin)"
+                )
+            parser.error(
+                f"{where} is an API key, not an id: refused, not stored and not printed{hint}"
+            )
+
+
+def _broken_pipe(args: argparse.Namespace) -> int:
+    """Standard output was closed early (``| head``): no traceback, no error line, and nothing
+    more written to it (the interpreter's last flush would fail again)."""
+    try:
+        fileno: int | None = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (a capture): nothing will be flushed to it
+        fileno = None
+    if fileno is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
+    made = getattr(args, "made", None)
+    if made is not None:  # a key was made but its one showing was cut off
+        sys.stderr.write(
+            f"{PROG}: {made} was created but its key was not shown in full (standard output "
+            f"was closed): revoke it with '{PROG} keys revoke {made}' and make another\n"
+        )
+    return BROKEN_PIPE
+
+
 def _fail(message: str) -> int:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
+    # Error texts can quote what was given: never a key, whatever path it came by.
+    sys.stderr.write(f"{PROG}: error: {_ANY_KEY.sub('sk_[redacted]', message)}\n")
     return 1

@@ -12,11 +12,15 @@ setting, the CLI's ``--db`` / ``--dsn``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any, Final
 
 from .authenticator import Authenticator
+from .errors import ConfigurationError
 from .rules import Rules
 from .stores.base import KeyStore
 from .stores.sqlite import SQLiteKeyStore
@@ -24,10 +28,15 @@ from .stores.sqlite import SQLiteKeyStore
 __all__ = [
     "AUTHENTICATOR_SETTINGS",
     "RULE_SETTINGS",
+    "STORE_SETTINGS",
     "ConfigurationError",
     "authenticator_from_settings",
+    "check_names",
     "open_store",
+    "parse_duration",
+    "parse_setting",
     "rules_from_settings",
+    "store_from_settings",
 ]
 
 #: Setting name → ``Authenticator`` keyword.
@@ -43,7 +52,9 @@ AUTHENTICATOR_SETTINGS: Final = {
     "POLL_INTERVAL": "poll_interval",
     "STORE_TIMEOUT": "store_timeout",
 }
-STORE_SETTINGS: Final = frozenset({"DB", "DSN"})
+#: The settings that name the store: ``DB`` (a SQLite file that must exist, unless ``CREATE``
+#: is true) or ``DSN`` (PostgreSQL).
+STORE_SETTINGS: Final = frozenset({"DB", "DSN", "CREATE"})
 #: Setting name → ``Rules`` argument.
 RULE_SETTINGS: Final = {
     "RULES": "rules",
@@ -52,19 +63,134 @@ RULE_SETTINGS: Final = {
     "TEAM_PARAM": "team_param",
 }
 
+_BOOLEAN_SETTINGS: Final = frozenset({"ACCEPT_TEST_KEYS", "CREATE"})
+_COUNT_SETTINGS: Final = frozenset({"CACHE_SIZE", "NEGATIVE_CACHE_SIZE"})
+_SECONDS_SETTINGS: Final = frozenset(
+    {"CACHE_TTL", "NEGATIVE_CACHE_TTL", "LAST_USED_INTERVAL", "POLL_INTERVAL", "STORE_TIMEOUT"}
+)
+_TEXT_SETTINGS: Final = frozenset({"PEPPER", "HASH_ALGORITHM", "DSN"})
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NUMBER: Final = re.compile(r"\d+(?:\.\d+)?")
+_DURATION: Final = re.compile(r"(?:\d+(?:ms|[smhdw]))+")
+_DURATION_PART: Final = re.compile(r"(\d+)(ms|[smhdw])")
 
-class ConfigurationError(ValueError):
-    """Settings that cannot describe a store, an authenticator or a rules table.
+
+def parse_duration(text: str) -> timedelta:
+    """A duration written as a number and a unit: ``90d``, ``24h``, ``1h30m``, ``2w``, ``45s``,
+    ``500ms`` (or ``0``). Units: ``ms s m h d w``.
+
+    Raises:
+        ValueError: anything else (no unit, a negative number, junk).
 
     .. versionadded:: 0.1.0
     """
+    text = text.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    if not _DURATION.fullmatch(text):
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit, e.g. 90d, 24h, 30m, 1h30m"
+        )
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
 
 
-def open_store(*, db: str | os.PathLike[str] | None = None, dsn: str | None = None) -> KeyStore:
-    """The store a setting names: a SQLite file (``db``) or a PostgreSQL DSN (``dsn``).
+def parse_setting(name: str, value: object) -> Any:
+    """One setting's value, as the object it describes, read strictly: settings often come from
+    environment variables, where everything is a string and ``"false"`` is not false.
+
+    - ``ACCEPT_TEST_KEYS``, ``CREATE``: a bool (or the int 1 or 0), or ``true/false``,
+      ``1/0``, ``yes/no``, ``on/off`` in any case.
+    - ``CACHE_SIZE``, ``NEGATIVE_CACHE_SIZE``: a whole number ≥ 0 (an int or digits).
+    - ``CACHE_TTL``, ``NEGATIVE_CACHE_TTL``, ``LAST_USED_INTERVAL``, ``POLL_INTERVAL``,
+      ``STORE_TIMEOUT``: seconds ≥ 0 as a number, digits (``"30"``, ``"0.5"``), a duration
+      (``"30s"``, ``"500ms"``, ``"1m"``) or a :class:`~datetime.timedelta`.
+    - ``PEPPER``: a str or bytes; ``HASH_ALGORITHM``, ``DSN``: a str; ``DB``: a path.
+
+    Other names are returned as they are.
 
     Raises:
-        ConfigurationError: neither or both given, or ``dsn`` without PostgreSQL support.
+        ConfigurationError: the value is not of its setting's kind; the message names the
+            setting (never its value, for ``PEPPER``).
+
+    .. versionadded:: 0.1.0
+    """
+    if name in _BOOLEAN_SETTINGS:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _invalid(name, value, "true or false (also 1/0, yes/no, on/off)")
+    if name in _COUNT_SETTINGS:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+            return int(value.strip())
+        raise _invalid(name, value, "a whole number, 0 or more")
+    if name in _SECONDS_SETTINGS:
+        return _seconds(name, value)
+    if name == "PEPPER":
+        if isinstance(value, str | bytes):
+            return value
+        raise ConfigurationError(
+            f"PEPPER must be a str or bytes, not {type(value).__name__}", setting=name
+        )
+    if name in _TEXT_SETTINGS:
+        if isinstance(value, str) and value:
+            return value
+        raise _invalid(name, value, "a non-empty string")
+    if name == "DB":
+        if isinstance(value, str | os.PathLike) and os.fspath(value):
+            return value
+        raise _invalid(name, value, "a file path")
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        else:
+            try:
+                seconds = parse_duration(text).total_seconds()
+            except ValueError:
+                seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise _invalid(name, value, "seconds, 0 or more: 30, 0.5, '30s', '500ms' or '1m'")
+    return seconds
+
+
+def _invalid(name: str, value: object, expected: str) -> ConfigurationError:
+    return ConfigurationError(f"{name} must be {expected}, not {value!r}", setting=name)
+
+
+def open_store(
+    *,
+    db: str | os.PathLike[str] | None = None,
+    dsn: str | None = None,
+    create: bool = False,
+) -> KeyStore:
+    """The store a setting names: a SQLite file (``db``) or a PostgreSQL DSN (``dsn``).
+
+    Args:
+        db: the SQLite file. It must exist: a mistyped path would otherwise give an empty store
+            that refuses every key.
+        dsn: a PostgreSQL connection string.
+        create: create the SQLite file when it does not exist (the ``CREATE`` setting).
+
+    Raises:
+        ConfigurationError: neither or both given, a missing SQLite file without ``create``, or
+            ``dsn`` (the PostgreSQL store is not available yet).
 
     .. versionadded:: 0.1.0
     """
@@ -74,18 +200,33 @@ def open_store(*, db: str | os.PathLike[str] | None = None, dsn: str | None = No
         try:
             from .stores.postgres import PostgresKeyStore  # type: ignore[import-not-found]
         except ImportError as error:
+            if error.name != f"{__package__}.stores.postgres":  # the module, but not its driver
+                raise ConfigurationError(
+                    "DSN: the PostgreSQL store needs psycopg: pip install 'skaala-auth[postgres]'",
+                    setting="DSN",
+                ) from error
             raise ConfigurationError(
-                "a PostgreSQL DSN needs the PostgreSQL store: pip install 'skaala-auth[postgres]'"
-            ) from error
+                "DSN: the PostgreSQL store is not available yet in this version of skaala_auth "
+                "(installing an extra will not add it); use a SQLite store (DB) for now",
+                setting="DSN",
+            ) from None
         return PostgresKeyStore(dsn)  # type: ignore[no-any-return]
-    return SQLiteKeyStore(db)  # type: ignore[arg-type]
+    path = os.fspath(db)  # type: ignore[arg-type]
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise ConfigurationError(
+            f"DB: no key database at {path}: create it with 'skaala-auth --db {path} init', "
+            "or set CREATE to True to create it on first use (check the path for a typo first)",
+            setting="DB",
+        )
+    return SQLiteKeyStore(path)
 
 
 def authenticator_from_settings(
     settings: Mapping[str, Any], *, ignore: Iterable[str] = ()
 ) -> Authenticator:
     """An :class:`~skaala_auth.Authenticator` on the store ``DB`` or ``DSN`` names, with the
-    options of :data:`AUTHENTICATOR_SETTINGS` (``PEPPER``, ``CACHE_TTL``, …).
+    options of :data:`AUTHENTICATOR_SETTINGS` (``PEPPER``, ``CACHE_TTL``, …), each read by
+    :func:`parse_setting`.
 
     Args:
         settings: upper-case names, as in Django's ``SKAALA_AUTH`` dict.
@@ -93,25 +234,55 @@ def authenticator_from_settings(
             is an error, so a misspelt setting is not silently dropped.
 
     Raises:
-        ConfigurationError: an unknown setting, or no store.
+        ConfigurationError: an unknown setting, a value of the wrong kind, no store, or a
+            ``DB`` file that does not exist (without ``CREATE``).
+
+    .. versionadded:: 0.1.0
+    """
+    check_names(settings, ignore=ignore)
+    options = {
+        keyword: parse_setting(name, settings[name])
+        for name, keyword in AUTHENTICATOR_SETTINGS.items()
+        if name in settings
+    }
+    store = store_from_settings(settings)
+    try:
+        return Authenticator(store, **options)
+    except (TypeError, ValueError) as error:
+        store.close()
+        raise ConfigurationError(str(error)) from error
+
+
+def check_names(settings: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
+    """Refuse a setting name that nothing reads (a misspelling, most likely).
+
+    Raises:
+        ConfigurationError: naming the unknown setting(s) and the known ones.
 
     .. versionadded:: 0.1.0
     """
     unknown = set(settings) - set(AUTHENTICATOR_SETTINGS) - STORE_SETTINGS - set(ignore)
     if unknown:
         known = ", ".join(sorted([*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS]))
-        raise ConfigurationError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {known}")
-    options = {
-        keyword: settings[name]
-        for name, keyword in AUTHENTICATOR_SETTINGS.items()
-        if name in settings
-    }
-    store = open_store(db=settings.get("DB"), dsn=settings.get("DSN"))
-    try:
-        return Authenticator(store, **options)
-    except (TypeError, ValueError) as error:
-        store.close()
-        raise ConfigurationError(str(error)) from error
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; known: {known}",
+            setting=min(unknown),
+        )
+
+
+def store_from_settings(settings: Mapping[str, Any]) -> KeyStore:
+    """The store of ``DB`` (with ``CREATE``) or ``DSN``, each value read by
+    :func:`parse_setting`.
+
+    Raises:
+        ConfigurationError: as :func:`open_store`, or a value of the wrong kind.
+
+    .. versionadded:: 0.1.0
+    """
+    values = {name: parse_setting(name, settings[name]) for name in STORE_SETTINGS & set(settings)}
+    return open_store(
+        db=values.get("DB"), dsn=values.get("DSN"), create=values.get("CREATE", False)
+    )
 
 
 def rules_from_settings(settings: Mapping[str, Any]) -> Rules:

@@ -25,6 +25,8 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     ├── UnknownScopeError           also a ValueError
     └── InvalidExpiryError          also a ValueError
 
+    ConfigurationError                     a ValueError: a setting that cannot be used as given
+
 The public message never says *why* a key was refused; :attr:`AuthError.reason` does, for the
 audit log only.
 
@@ -41,6 +43,7 @@ from typing import ClassVar, Final
 
 __all__ = [
     "AuthError",
+    "ConfigurationError",
     "ForbiddenError",
     "InsufficientScopeError",
     "InvalidExpiryError",
@@ -62,6 +65,8 @@ __all__ = [
 REALM: Final = "api"
 _JSON: Final = ("content-type", "application/json")
 _NO_STORE: Final = ("cache-control", "no-store")
+# An error body is JSON: no browser may sniff it into HTML or script.
+_NO_SNIFF: Final = ("x-content-type-options", "nosniff")
 
 
 class Reason(StrEnum):
@@ -136,7 +141,7 @@ class AuthError(Exception):
 
     def headers(self) -> list[tuple[str, str]]:
         """Every header of the response (lower-case names), ``content-length`` aside."""
-        headers = [_JSON, _NO_STORE]
+        headers = [_JSON, _NO_STORE, _NO_SNIFF]
         challenge = self.www_authenticate()
         if challenge is not None:
             headers.append(("www-authenticate", challenge))
@@ -371,3 +376,19 @@ class InvalidExpiryError(KeyManagementError, ValueError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class ConfigurationError(ValueError):
+    """Settings that cannot describe a store, an authenticator or a rules table: an unknown
+    name, a value of the wrong kind (``ACCEPT_TEST_KEYS="maybe"``), a store file that does not
+    exist. The message names the setting.
+
+    Attributes:
+        setting: the setting at fault, when there is one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting

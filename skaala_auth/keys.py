@@ -36,6 +36,7 @@ __all__ = [
     "display_prefix",
     "generate_key",
     "is_well_formed",
+    "looks_like_key",
     "parse_key",
     "well_formed_bytes",
 ]
@@ -56,6 +57,9 @@ assert KEY_LENGTH == 46, "well_formed_bytes spells the lengths out as literals" 
 #: (GitHub push protection, gitleaks, trufflehog). Matches are candidates: confirm one with
 #: :func:`is_well_formed`, which also checks the CRC32, to drop false positives.
 KEY_PATTERN: Final = re.compile(r"\bsk_(?:live|test)_[0-9A-Za-z]{38}\b")
+# Looser than KEY_PATTERN: a key cut short (by a terminal, a log line) still gives away most of
+# its secret, so it is refused where an id belongs, never echoed and never stored.
+_KEY_LIKE: Final = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{16}")
 
 # Base62 in pairs: three table look-ups turn a CRC32 into its six characters. Encoding digit by
 # digit costs three times as much, and this runs on every request.
@@ -157,3 +161,13 @@ def display_prefix(key: str) -> str:
     .. versionadded:: 0.1.0
     """
     return f"{key[: PREFIX_LENGTH + 4]}…{key[-4:]}"
+
+
+def looks_like_key(text: str) -> bool:
+    """True when ``text`` holds a key, or enough of one to matter (a prefix and 16 characters of
+    secret): such a text is refused where an id, a team, a user or a name belongs, and is never
+    echoed back or stored.
+
+    .. versionadded:: 0.1.0
+    """
+    return _KEY_LIKE.search(text) is not None

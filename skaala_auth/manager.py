@@ -16,7 +16,14 @@ from datetime import datetime, timedelta
 
 from .errors import InvalidExpiryError, KeyNotFoundError, NotAMemberError
 from .hashing import Algorithm, Hasher
-from .keys import ALPHABET, Environment, display_prefix, generate_key
+from .keys import (
+    ALPHABET,
+    Environment,
+    display_prefix,
+    generate_key,
+    is_well_formed,
+    looks_like_key,
+)
 from .models import ApiKey, Member, Role, from_epoch, to_epoch
 from .scopes import ScopeRegistry, default_registry
 from .stores.base import KeyStore
@@ -103,9 +110,12 @@ class KeyManager:
             NotAMemberError: the user is not a member of the team.
             UnknownScopeError: a scope is not registered.
             InvalidExpiryError: both expiries given, a naive datetime, or a past expiry.
+            ValueError: ``team_id``, ``user_id`` or ``name`` holds an API key (pasted where an
+                id belongs); the message does not repeat it.
 
         .. versionadded:: 0.1.0
         """
+        _refuse_keys(team_id=team_id, user_id=user_id, name=name)
         granted = self._validate_scopes(scopes)
         now = self._now()
         expiry = self._expiry(now, expires_in, expires_at)
@@ -128,12 +138,39 @@ class KeyManager:
         """The record of a key.
 
         Raises:
-            KeyNotFoundError: no key has that id.
+            KeyNotFoundError: no key has that id (or ``key_id`` is a key, not an id: the
+                message then does not repeat it).
         """
-        key = self.store.get_key(key_id)
+        key = None if looks_like_key(key_id) else self.store.get_key(key_id)
         if key is None:
-            raise KeyNotFoundError(f"no key with id {key_id!r}")
+            raise KeyNotFoundError(_no_key(key_id))
         return key
+
+    def find_key(self, key: str) -> ApiKey:
+        """The record of a key, from the key itself: found by digest, as the authenticator finds
+        it (with this manager's pepper, and under a legacy digest too). Revoked and expired keys
+        are found as well: this is for "revoke the key I just found in a log".
+
+        Args:
+            key: the plaintext key. It is hashed, never stored, logged or put in a message.
+
+        Raises:
+            KeyNotFoundError: ``key`` is not a well-formed key, or no stored key has its digest
+                (another store, or another pepper).
+
+        .. versionadded:: 0.1.0
+        """
+        if not is_well_formed(key):
+            raise KeyNotFoundError(
+                "that is not a skaala_auth key (wrong prefix, length or checksum)"
+            )
+        for digest in [self.hasher.stored_digest(key), *self.hasher.legacy_digests(key.encode())]:
+            record = self.store.find_key(digest)
+            if record is not None:
+                return record.key
+        raise KeyNotFoundError(
+            "no key in this store matches the key given (another store, or another pepper?)"
+        )
 
     def list_keys(self, *, team_id: str, include_inactive: bool = True) -> list[ApiKey]:
         """The team's keys, newest first (never their plaintext or digest).
@@ -152,11 +189,14 @@ class KeyManager:
         other processes within their poll interval. Revoking twice keeps the first time.
 
         Raises:
-            KeyNotFoundError: no key has that id.
+            KeyNotFoundError: no key has that id; nothing is written.
         """
+        # Looked up first: a store may record a change for any id it is asked to revoke, and a
+        # revocation of nothing must leave no trace (the id might be a pasted secret).
+        self.get_key(key_id)
         key = self.store.revoke_key(key_id, self._now())
         if key is None:
-            raise KeyNotFoundError(f"no key with id {key_id!r}")
+            raise KeyNotFoundError(_no_key(key_id))
         return key
 
     def rotate_key(self, key_id: str, *, grace: timedelta = DEFAULT_GRACE) -> tuple[str, ApiKey]:
@@ -164,7 +204,9 @@ class KeyManager:
 
         The old key keeps working until ``grace`` has passed (or its own expiry, if sooner);
         ``grace=timedelta(0)`` ends it at once. The new key lives as long as the old one was
-        meant to (its created-to-expiry span).
+        meant to (its created-to-expiry span) — also when the old key is rotated again while
+        an earlier rotation's grace runs: the span is then the one its first replacement got,
+        not what is left of the grace.
 
         Returns:
             ``(plaintext, record)`` of the new key.
@@ -186,7 +228,7 @@ class KeyManager:
             id=_new_id(),
             prefix=display_prefix(plaintext),
             created_at=now,
-            expires_at=now + (old.expires_at - old.created_at),
+            expires_at=now + self._lifetime(old),
             revoked_at=None,
             last_used_at=None,
             rotated_from=old.id,
@@ -196,12 +238,28 @@ class KeyManager:
         )
         return plaintext, new
 
+    def _lifetime(self, old: ApiKey) -> timedelta:
+        """The span a replacement of ``old`` gets. A rotation cuts the old key's expiry to the
+        end of its grace, so a key rotated before no longer knows its own span: its earlier
+        replacements (``rotated_from`` = its id) still do."""
+        span = old.expires_at - old.created_at
+        for key in self.store.list_keys(old.team_id):
+            if key.rotated_from == old.id:
+                span = max(span, key.expires_at - key.created_at)
+        return span
+
     # -- members -------------------------------------------------------------------------------
 
     def add_member(self, *, team_id: str, user_id: str, role: Role | str = Role.MEMBER) -> Member:
-        """Add a user to a team, or change the role of one already in it."""
+        """Add a user to a team, or change the role of one already in it.
+
+        Raises:
+            ValueError: an empty id, or an id that holds an API key (the message does not
+                repeat it).
+        """
         if not team_id or not user_id:
             raise ValueError("team_id and user_id must not be empty")
+        _refuse_keys(team_id=team_id, user_id=user_id)
         existing = self.store.get_member(team_id, user_id)
         member = Member(
             team_id=team_id,
@@ -275,3 +333,19 @@ def _role(role: Role | str) -> Role:
         return Role(role)
     except ValueError:
         raise ValueError(f"role must be one of owner, admin, member, not {role!r}") from None
+
+
+def _refuse_keys(**fields: str) -> None:
+    """Refuse an API key given where an id or a name belongs: it would be stored in plaintext."""
+    for field, value in fields.items():
+        if looks_like_key(value):
+            raise ValueError(
+                f"{field} holds an API key, not an id or a name: refused (it is not stored, "
+                "and not repeated here)"
+            )
+
+
+def _no_key(key_id: str) -> str:
+    if looks_like_key(key_id):
+        return "no key with that id: it is an API key, not a key id (key_…)"
+    return f"no key with id {key_id!r}"

@@ -19,7 +19,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from skaala_auth import KeyManager, SQLiteKeyStore
-from skaala_auth.demo import DEMO_SCOPES, DEMO_TEAM, RedactKeys, banner, create_app, seed
+from skaala_auth.demo import (
+    DEMO_SCOPES,
+    DEMO_TEAM,
+    RedactKeys,
+    banner,
+    cli_command,
+    create_app,
+    seed,
+)
 from skaala_auth.demo.bookings import SERVICES
 from tests.test_cli import SCRIPT, run
 
@@ -225,6 +233,62 @@ def test_if_a_log_line_carries_a_key_then_it_is_redacted() -> None:
     )  # fmt: skip
     assert RedactKeys().filter(record)
     assert "sk_live_abc" not in record.getMessage() and "sk_[redacted]" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        pytest.param("%73k_live_", id="first-letter"),
+        pytest.param("sk%5Flive%5F", id="underscores"),
+        pytest.param("%73%6B%5F%6C%69%76%65%5F", id="all-encoded"),
+        pytest.param("%2573k_live_", id="encoded-twice"),
+        pytest.param("sk_test_", id="plain-test"),
+    ],
+)
+def test_if_a_log_line_carries_a_percent_encoded_key_then_it_is_redacted(written: str) -> None:
+    secret = "abcdef0123456789ABCDEF0123456789ghijkl"
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s"', ("1.2.3.4", "GET",
+        f"/api/v1/bookings?api_key={written}{secret}"), None,
+    )  # fmt: skip
+    assert RedactKeys().filter(record)
+    line = record.getMessage()
+    assert secret[:12] not in line and "sk_[redacted]" in line
+    assert "/api/v1/bookings?api_key=" in line
+
+
+def test_if_a_log_line_has_no_key_then_it_is_kept_as_it_was() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, "%s", ("/search?q=a%20b",), None
+    )
+    assert RedactKeys().filter(record) and record.getMessage() == "/search?q=a%20b"
+
+
+def test_if_the_cli_is_not_on_path_then_the_banner_gives_its_full_path(
+    db: Path, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `make demo`, `skaala-auth` is .venv/bin/skaala-auth, not on PATH."""
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    script = venv / "skaala-auth"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    assert cli_command(str(script)) == str(script)
+    text = banner(db, "http://127.0.0.1:8000", key, command=cli_command(str(script)))
+    assert f"{script} --db {db} keys list --team {DEMO_TEAM}" in text
+    later = banner(db, "http://127.0.0.1:8000", None, command=cli_command(str(script)))
+    assert f"{script} --db {db} keys create" in later
+    monkeypatch.setenv("PATH", str(venv))
+    assert cli_command(str(script)) == "skaala-auth"
+
+
+def test_if_run_as_a_module_then_the_banner_gives_a_command_that_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    command = cli_command("/x/skaala_auth/__main__.py")
+    assert command.endswith(("/skaala-auth", " -m skaala_auth")) and command != "skaala-auth"
 
 
 # -- the demo server, as `skaala-auth demo` runs it -------------------------------------------

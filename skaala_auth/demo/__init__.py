@@ -16,11 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
+import shutil
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TextIO
+from urllib.parse import unquote
 
 from ..manager import KeyManager
 from ..stores.sqlite import SQLiteKeyStore
@@ -32,33 +35,91 @@ __all__ = [
     "DEMO_USER",
     "RedactKeys",
     "banner",
+    "cli_command",
     "create_app",
+    "redact_keys",
     "run",
     "seed",
 ]
 
 _ANY_KEY: Final = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]+")
+_REDACTED: Final = "sk_[redacted]"
+#: How many layers of percent-encoding are taken off (``%2573`` is ``%73`` is ``s``).
+_DECODE_ROUNDS: Final = 3
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every key blanked out, also one written percent-encoded (``%73k_live_…``,
+    ``sk%5Flive%5F…``, or encoded twice): such a text is shown decoded, then redacted.
+
+    .. versionadded:: 0.1.0
+    """
+    decoded = text
+    for _ in range(_DECODE_ROUNDS):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    if decoded != text and _ANY_KEY.search(decoded):
+        return _ANY_KEY.sub(_REDACTED, decoded)
+    return _ANY_KEY.sub(_REDACTED, text)
 
 
 class RedactKeys(logging.Filter):
     """Blank out anything that looks like a key in a log record (uvicorn's access log shows
-    query strings, and a client may put a key in one: it is refused, but the line is logged)."""
+    query strings, and a client may put a key in one: it is refused, but the line is logged),
+    percent-encoded or not.
+
+    .. versionadded:: 0.1.0
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_keys(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _ANY_KEY.sub("sk_[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                redact_keys(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 
 
-def banner(db_path: Path, url: str, key: str | None) -> str:
-    """What the demo prints at start: where it runs and, on first start, the key and commands.
+def cli_command(argv0: str | None = None) -> str:
+    """How to run the ``skaala-auth`` that is running now, from another terminal: ``skaala-auth``
+    when that is the one on ``PATH``, else its full path (``make demo`` runs
+    ``.venv/bin/skaala-auth``, which is not on ``PATH``), else ``python -m skaala_auth`` with
+    this interpreter.
+
+    Args:
+        argv0: the program path (default ``sys.argv[0]``).
 
     .. versionadded:: 0.1.0
     """
-    manage = f"skaala-auth --db {db_path}"
+    script = Path(sys.argv[0] if argv0 is None else argv0)
+    on_path = shutil.which("skaala-auth")
+    if script.name in ("skaala-auth", "skaala-auth.exe") and script.exists():
+        if on_path is not None and Path(on_path).resolve() == script.resolve():
+            return "skaala-auth"
+        return shlex.quote(str(script.resolve()))
+    beside = Path(sys.executable).parent / "skaala-auth"
+    if beside.exists():  # this interpreter's own console script
+        if on_path is not None and Path(on_path).resolve() == beside.resolve():
+            return "skaala-auth"
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m skaala_auth"
+
+
+def banner(db_path: Path, url: str, key: str | None, *, command: str = "skaala-auth") -> str:
+    """What the demo prints at start: where it runs and, on first start, the key and commands.
+
+    Args:
+        db_path: the demo's database.
+        url: where it listens.
+        key: the key made on first start, or ``None``.
+        command: how to run the CLI from another terminal (see :func:`cli_command`).
+
+    .. versionadded:: 0.1.0
+    """
+    manage = f"{command} --db {shlex.quote(str(db_path))}"
     lines = [
         "skaala_auth demo: a bookings API protected by API keys",
         f"  database:  {db_path}",
@@ -160,6 +221,6 @@ def run(
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")
     logging.getLogger("uvicorn.access").addFilter(RedactKeys())
     stream = out if out is not None else sys.stdout
-    stream.write(banner(path, _url(host, port), key))
+    stream.write(banner(path, _url(host, port), key, command=cli_command()))
     stream.flush()
     uvicorn.Server(config).run()

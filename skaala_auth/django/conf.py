@@ -3,7 +3,8 @@
 ::
 
     SKAALA_AUTH = {
-        "DB": BASE_DIR / "keys.db",      # a SQLite file; or "DSN": "postgresql://…";
+        "DB": BASE_DIR / "keys.db",      # a SQLite file that exists (`skaala-auth --db … init`,
+                                         # or "CREATE": True); or "DSN": "postgresql://…";
                                          # or "AUTHENTICATOR": "myproject.auth.authenticator"
         "CACHE_TTL": 30,                 # also CACHE_SIZE, PEPPER, ACCEPT_TEST_KEYS
         "RULES": [("/api/teams/{team_id}/bookings", ["read:bookings"])],
@@ -33,8 +34,8 @@ from ..config import (
     RULE_SETTINGS,
     ConfigurationError,
     authenticator_from_settings,
-    open_store,
     rules_from_settings,
+    store_from_settings,
 )
 from ..rules import Rules
 from ..stores import KeyStore
@@ -54,8 +55,12 @@ def _options() -> Mapping[str, Any]:
 
 
 def get_store() -> KeyStore:
-    """The store that ``SKAALA_AUTH`` names: ``"DB"`` (SQLite) or ``"DSN"`` (PostgreSQL); with
-    ``"AUTHENTICATOR"``, that authenticator's store.
+    """The store that ``SKAALA_AUTH`` names: ``"DB"`` (an existing SQLite file, or a new one
+    with ``"CREATE": True``) or ``"DSN"`` (PostgreSQL); with ``"AUTHENTICATOR"``, that
+    authenticator's store.
+
+    Raises:
+        ImproperlyConfigured: a missing file, a value of the wrong kind, no store.
 
     .. versionadded:: 0.1.0
     """
@@ -63,7 +68,7 @@ def get_store() -> KeyStore:
     if "AUTHENTICATOR" in options:
         return get_authenticator().store
     try:
-        return open_store(db=options.get("DB"), dsn=options.get("DSN"))
+        return store_from_settings(options)
     except ConfigurationError as error:
         raise ImproperlyConfigured(f"SKAALA_AUTH: {error}") from error
 

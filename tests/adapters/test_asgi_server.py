@@ -117,6 +117,7 @@ def test_if_a_contract_row_is_sent_over_http_then_the_contract_answer(
         return
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
     if body is not None:
         assert response.content == body
     if challenge is not None:

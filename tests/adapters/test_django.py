@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ from rest_framework.request import Request  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
 from rest_framework.views import APIView  # noqa: E402
 
+import skaala_auth  # noqa: E402
 from skaala_auth import Authenticator, KeyManager, SQLiteKeyStore  # noqa: E402
 from skaala_auth.django import (  # noqa: E402
     ScopeRequiredMixin,
@@ -172,6 +176,7 @@ class TestViews:
 
 class TestSettings:
     def test_if_db_is_set_then_a_sqlite_store_on_that_file_is_used(self, tmp_path: Path) -> None:
+        SQLiteKeyStore(tmp_path / "keys.db").close()
         with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db", "CACHE_TTL": 5}):
             authenticator = get_authenticator()
             assert isinstance(authenticator.store, SQLiteKeyStore)
@@ -265,6 +270,58 @@ class TestCommand:
                 )
             assert raised.value.returncode == 1
 
+    def test_if_cli_options_come_before_the_command_then_they_reach_the_cli(
+        self, tmp_path: Path
+    ) -> None:
+        with override_settings(SKAALA_AUTH={"DB": tmp_path / "keys.db", "CREATE": True}):
+            call_command("skaala_auth", "init", stdout=io.StringIO())
+            call_command(
+                "skaala_auth", "members", "add", "--team", "t", "--user", "u",
+                stdout=io.StringIO(),
+            )  # fmt: skip
+            out = io.StringIO()
+            call_command(
+                "skaala_auth", "--json", "keys", "create", "--team", "t", "--user", "u",
+                "--scope", "read:calls", stdout=out,
+            )  # fmt: skip
+            created = json.loads(out.getvalue())
+            out = io.StringIO()
+            call_command("skaala_auth", "--json", "keys", "list", "--team", "t", stdout=out)
+            assert [key["id"] for key in json.loads(out.getvalue())] == [created["id"]]
+
+    def test_if_manage_py_is_run_then_json_and_version_are_skaala_auths(
+        self, tmp_path: Path
+    ) -> None:
+        """As a user runs it: ``manage.py skaala_auth --json keys list`` and ``--version``."""
+        (tmp_path / "tiny_settings.py").write_text(
+            "SECRET_KEY = 'x'\nUSE_TZ = True\nDATABASES = {}\n"
+            "INSTALLED_APPS = ['skaala_auth.django']\n"
+            f"SKAALA_AUTH = {{'DB': {str(tmp_path / 'keys.db')!r}, 'CREATE': True}}\n"
+        )
+        root = Path(__file__).resolve().parents[2]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tiny_settings",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+        }
+
+        def manage(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "django", "skaala_auth", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+
+        version = manage("--version")
+        assert version.returncode == 0, version.stderr
+        assert version.stdout.strip() == f"skaala-auth {skaala_auth.__version__}"
+        assert manage("init").returncode == 0
+        listed = manage("--json", "keys", "list", "--team", "t")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
+
     def test_if_no_store_is_configured_then_the_command_says_so(self) -> None:
         with override_settings(SKAALA_AUTH={}), pytest.raises(CommandError, match="DB"):
             call_command("skaala_auth", "keys", "list", "--team", "t")
@@ -280,6 +337,28 @@ class TestMoreSettings:
             assert client.get("/teams/team_1/open").status_code == 401
             assert client.get("/teams/team_1/open", headers={"X-API-Key": key}).status_code == 403
 
+    def test_if_db_is_missing_then_improperly_configured_naming_the_path_and_the_fix(
+        self, tmp_path: Path
+    ) -> None:
+        missing = tmp_path / "kyes.db"
+        with override_settings(SKAALA_AUTH={"DB": missing}):
+            with pytest.raises(ImproperlyConfigured, match=f"skaala-auth --db {missing} init"):
+                get_authenticator()
+            with pytest.raises(ImproperlyConfigured, match="CREATE"):
+                get_store()
+        assert not missing.exists()
+        with override_settings(SKAALA_AUTH={"DB": missing, "CREATE": True}):
+            assert isinstance(get_authenticator().store, SQLiteKeyStore)
+        assert missing.exists()
+
+    @pytest.mark.parametrize("text", ["false", "0", "no"])
+    def test_if_accept_test_keys_is_a_false_string_then_test_keys_stay_off(
+        self, tmp_path: Path, text: str
+    ) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "ACCEPT_TEST_KEYS": text}
+        with override_settings(SKAALA_AUTH=setting):
+            assert get_authenticator().accept_test_keys is False
+
     def test_if_a_dsn_is_set_without_postgres_support_then_improperly_configured(self) -> None:
         try:
             import skaala_auth.stores.postgres  # noqa: F401
@@ -288,7 +367,7 @@ class TestMoreSettings:
         else:  # pragma: no cover - depends on the installed extras
             pytest.skip("PostgreSQL support is installed")
         with override_settings(SKAALA_AUTH={"DSN": "postgresql://localhost/x"}):
-            with pytest.raises(ImproperlyConfigured, match="postgres"):
+            with pytest.raises(ImproperlyConfigured, match="PostgreSQL store is not available yet"):
                 get_authenticator()
 
     def test_if_the_setting_is_not_a_dict_then_improperly_configured(self) -> None:
@@ -365,3 +444,87 @@ class TestCsrf:
             client = Client(enforce_csrf_checks=True)
             assert client.post("/form").status_code == 403  # Django's CSRF failure
             assert client.post("/form", headers={"X-API-Key": key}).status_code == 200
+
+
+class TestSystemChecks:
+    """``manage.py check`` reports each misconfiguration instead of "no issues"."""
+
+    @staticmethod
+    def ids(**overrides: Any) -> list[str]:
+        from django.core.checks import run_checks
+
+        with override_settings(**overrides):
+            return sorted(
+                message.id for message in run_checks() if message.id.startswith("skaala_auth.")
+            )
+
+    def test_if_the_setting_is_right_then_no_issues(self, tmp_path: Path) -> None:
+        SQLiteKeyStore(tmp_path / "keys.db").close()
+        setting = {"DB": tmp_path / "keys.db", "CACHE_TTL": "10s", "PUBLIC": ["/health"]}
+        middleware = [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "skaala_auth.django.ApiKeyMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+        ]
+        assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=middleware) == []
+
+    def test_if_a_setting_is_misspelt_then_e002_naming_it(self, tmp_path: Path) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "CACH_TTL": 5}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E002"]
+        with override_settings(SKAALA_AUTH=setting):
+            from django.core.checks import run_checks
+
+            assert any("CACH_TTL" in message.msg for message in run_checks())
+
+    def test_if_a_value_is_of_the_wrong_kind_then_e003(self, tmp_path: Path) -> None:
+        setting = {"DB": tmp_path / "k.db", "CREATE": True, "ACCEPT_TEST_KEYS": "maybe"}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E003"]
+
+    def test_if_the_store_file_is_missing_then_e005_with_the_fix(self, tmp_path: Path) -> None:
+        assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db"}) == ["skaala_auth.E005"]
+        assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db", "CREATE": "true"}) == []
+
+    def test_if_no_store_is_named_then_e004(self) -> None:
+        assert self.ids(SKAALA_AUTH={"CACHE_TTL": 5}) == ["skaala_auth.E004"]
+
+    def test_if_the_authenticator_path_does_not_import_then_e006(self) -> None:
+        setting = {"AUTHENTICATOR": "myproject.auth.no_such_authenticator"}
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E006"]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": 42}) == ["skaala_auth.E006"]
+
+    def test_if_the_authenticator_path_imports_then_no_issue(self, auth: Authenticator) -> None:
+        module = types.ModuleType("skaala_check_auth")
+        module.authenticator = auth  # type: ignore[attr-defined]
+        sys.modules["skaala_check_auth"] = module
+        try:
+            setting = {"AUTHENTICATOR": "skaala_check_auth.authenticator"}
+            assert self.ids(SKAALA_AUTH=setting) == []
+        finally:
+            del sys.modules["skaala_check_auth"]
+
+    def test_if_the_setting_is_not_a_dict_then_e001(self) -> None:
+        assert self.ids(SKAALA_AUTH=["DB"]) == ["skaala_auth.E001"]
+
+    def test_if_rules_are_set_without_the_middleware_then_e007(self, auth: Authenticator) -> None:
+        setting = {"AUTHENTICATOR": auth, "PROTECT": ["/api/"]}
+        assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=[]) == ["skaala_auth.E007"]
+
+    def test_if_the_middleware_comes_after_csrf_then_w001(self, auth: Authenticator) -> None:
+        middleware = [
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "skaala_auth.django.ApiKeyMiddleware",
+        ]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == [
+            "skaala_auth.W001"
+        ]
+
+    def test_if_manage_py_check_runs_then_it_reports_the_missing_store(
+        self, tmp_path: Path
+    ) -> None:
+        from django.core.management.base import SystemCheckError
+
+        with (
+            override_settings(SKAALA_AUTH={"DB": tmp_path / "kyes.db"}),
+            pytest.raises(SystemCheckError, match=r"skaala_auth\.E005.*kyes\.db"),
+        ):
+            call_command("check", stdout=io.StringIO(), stderr=io.StringIO())

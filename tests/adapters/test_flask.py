@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from flask import Blueprint, Flask, g
 
-from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, SQLiteKeyStore
+from skaala_auth import (
+    Authenticator,
+    ConfigurationError,
+    KeyManager,
+    MemoryKeyStore,
+    SQLiteKeyStore,
+)
 from skaala_auth.flask import SkaalaAuth, requires_scope
 from skaala_auth.rules import Rules
 
@@ -49,6 +56,55 @@ def test_if_built_from_config_then_keys_of_that_database_work(tmp_path: Path) ->
     assert isinstance(authenticator, Authenticator)
     authenticator.close()
     store.close()
+
+
+def test_if_the_database_in_config_is_missing_then_init_app_names_it_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    app = Flask(__name__)
+    app.config["SKAALA_AUTH_DB"] = str(tmp_path / "kyes.db")  # a typo: no empty store appears
+    with pytest.raises(ConfigurationError, match="skaala-auth --db .*kyes.db init") as caught:
+        SkaalaAuth(app)
+    assert "CREATE" in str(caught.value) and not (tmp_path / "kyes.db").exists()
+    app.config["SKAALA_AUTH_CREATE"] = True
+    SkaalaAuth(app)
+    assert (tmp_path / "kyes.db").exists()
+    app.extensions["skaala_auth"].close()
+
+
+@pytest.mark.parametrize("text", ["false", "0", "no", "off", "False"])
+def test_if_accept_test_keys_comes_from_the_environment_as_false_then_test_keys_stay_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    store = SQLiteKeyStore(tmp_path / "keys.db")
+    manager = KeyManager(store)
+    manager.add_member(team_id="team_1", user_id="user_1")
+    test_key, _ = manager.create_key(
+        team_id="team_1", user_id="user_1", scopes=["read:bookings"], environment="test"
+    )
+    monkeypatch.setenv("SKAALA_AUTH_ACCEPT_TEST_KEYS", text)
+    app = Flask(__name__)
+    app.config["SKAALA_AUTH_DB"] = str(tmp_path / "keys.db")
+    app.config["SKAALA_AUTH_ACCEPT_TEST_KEYS"] = os.environ["SKAALA_AUTH_ACCEPT_TEST_KEYS"]
+    SkaalaAuth(app)
+
+    @app.get("/teams/<team_id>/bookings")
+    @requires_scope("read:bookings")
+    def bookings(team_id: str) -> str:
+        return "ok"
+
+    reply = app.test_client().get("/teams/team_1/bookings", headers={"X-API-Key": test_key})
+    assert reply.status_code == 401
+    app.extensions["skaala_auth"].close()
+    store.close()
+
+
+def test_if_a_flag_in_config_is_not_a_boolean_then_error_naming_it(tmp_path: Path) -> None:
+    SQLiteKeyStore(tmp_path / "keys.db").close()
+    app = Flask(__name__)
+    app.config.update(SKAALA_AUTH_DB=str(tmp_path / "keys.db"), SKAALA_AUTH_ACCEPT_TEST_KEYS="y")
+    with pytest.raises(ConfigurationError, match="ACCEPT_TEST_KEYS"):
+        SkaalaAuth(app)
 
 
 def test_if_there_is_neither_authenticator_nor_database_then_init_app_says_so() -> None:

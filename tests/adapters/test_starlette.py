@@ -170,6 +170,7 @@ def assert_error(response: httpx.Response, status: int, body: bytes | None = Non
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert int(response.headers["content-length"]) == len(response.content)
     if body is not None:
         assert response.content == body

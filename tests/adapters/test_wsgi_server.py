@@ -83,6 +83,7 @@ def test_if_no_key_then_the_contract_401_not_the_app_handler(server: Server) -> 
     assert (status, body) == (401, MISSING)
     assert headers["www-authenticate"] == 'Bearer realm="api"'
     assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_if_a_bad_key_then_401_invalid(server: Server) -> None:

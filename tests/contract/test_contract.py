@@ -43,6 +43,7 @@ def assert_refused(reply: Reply, error: AuthError) -> None:
     assert reply.body == error.body_bytes()
     assert reply.headers["content-type"] == "application/json"
     assert reply.headers["cache-control"] == "no-store"
+    assert reply.headers["x-content-type-options"] == "nosniff"
     assert reply.headers.get("www-authenticate") == error.www_authenticate()
     assert CALLS == []
 

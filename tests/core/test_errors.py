@@ -90,3 +90,23 @@ def test_if_shared_then_raisable_is_a_fresh_copy_else_itself() -> None:
     copy = shared.raisable()
     assert copy is not shared and type(copy) is MissingKeyError and not copy.shared
     assert copy.body_bytes() == shared.body_bytes()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(InvalidRequestError("two credentials"), id="400"),
+        pytest.param(MissingKeyError(), id="401-missing"),
+        pytest.param(InvalidKeyError(reason=Reason.UNKNOWN), id="401-invalid"),
+        pytest.param(InsufficientScopeError(["write:bookings"]), id="403-scope"),
+        pytest.param(RateLimitedError(limit=10, reset=3), id="429"),
+        pytest.param(StoreUnavailableError(), id="503"),
+    ],
+)
+def test_if_any_error_then_json_no_store_and_nosniff(error: AuthError) -> None:
+    """Every rendering says JSON, not cacheable, and not to be sniffed into something else."""
+    headers = rendered(error)[2]
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert (b"x-content-type-options", b"nosniff") in error.raw_headers()

@@ -5,6 +5,8 @@
 
     python manage.py skaala_auth members add --team team_1 --user user_1 --role owner
     python manage.py skaala_auth keys create --team team_1 --user user_1 --scope read:bookings
+    python manage.py skaala_auth --json keys list --team team_1
+    python manage.py skaala_auth --version                  # skaala-auth's, not Django's
 
 .. versionadded:: 0.1.0
 """
@@ -20,18 +22,50 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from skaala_auth import cli
+from skaala_auth.__about__ import __version__
 from skaala_auth.django.conf import get_authenticator
 from skaala_auth.stores import SQLiteKeyStore
 
 
 class Command(BaseCommand):  # type: ignore[misc]
+    """``manage.py skaala_auth``: every argument goes to the ``skaala-auth`` command line.
+
+    .. versionadded:: 0.1.0
+    """
+
     help = (
         "Manage API keys and team members (the skaala-auth command line) on the store of the "
         "SKAALA_AUTH setting. 'manage.py skaala_auth --help' lists the commands."
     )
+    # The system checks would stop 'init' from creating the missing store they complain about.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("arguments", nargs=argparse.REMAINDER, help="skaala-auth arguments")
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        """Django's parser, but options it does not know (the CLI's ``--json``, ``--db`` before
+        the command) are handed to the CLI instead of refused: argparse puts an option given
+        before the first positional argument ahead of ``REMAINDER``, and then calls it
+        unrecognised."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def parse_args(
+            args: list[str] | None = None, namespace: argparse.Namespace | None = None
+        ) -> argparse.Namespace:
+            options: argparse.Namespace
+            options, unknown = parser.parse_known_args(args, namespace)
+            # Unknown options can only come before the first positional argument (REMAINDER
+            # takes everything from there on): they go first, in their order.
+            options.arguments = [*unknown, *options.arguments]
+            return options
+
+        parser.parse_args = parse_args
+        return parser
+
+    def get_version(self) -> str:
+        """``manage.py skaala_auth --version`` prints skaala-auth's version, not Django's."""
+        return f"{cli.PROG} {__version__}"
 
     def handle(self, *args: Any, **options: Any) -> None:
         argv = [*_store_arguments(), *options["arguments"]]
