@@ -324,6 +324,7 @@ class SQLiteKeyStore:
         self._read_lock = self._write_lock if self._private else threading.RLock()
         self._failure: str | None = None  # set: the file is damaged or gone, every call raises
         self._missing = False
+        self._closed = False
         self._warned_rows: set[str] = set()
         # Sequence numbers of the change rows this store wrote: already published in-process,
         # so poll_changes skips them (the read connection sees them as another's commits).
@@ -651,7 +652,7 @@ class SQLiteKeyStore:
         Raises:
             DatabaseFileError: the file is deleted or damaged.
         """
-        if not self._private:
+        if not self._private and not self._closed:
             self._check_identity()
         with self._reading() as conn:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -743,11 +744,14 @@ class SQLiteKeyStore:
         """
         try:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.ProgrammingError:
+            pass  # already closed (an earlier reopen failed): nothing of the old file is held
         except sqlite3.Error:
             log.warning("could not empty the WAL of the old %s", self.path, exc_info=True)
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
+            self._closed = True
             self._writer.close()
             self._reader.close()
 
