@@ -271,16 +271,15 @@ def _open_error(path: str, error: sqlite3.Error) -> DatabaseFileError:
             "key database; if it does, the file was overwritten: restore it from a backup."
         )
     if code == _SQLITE_CORRUPT:
-        return DatabaseFileError(_damaged(path, error))
+        return DatabaseFileError(_damaged(path, error, "The store cannot open until then."))
     return DatabaseFileError(f"cannot open the key database {path} (SQLite: {error})")
 
 
-def _damaged(path: str, error: sqlite3.Error) -> str:
+def _damaged(path: str, error: sqlite3.Error, consequence: str) -> str:
     return (
         f"the key database {path} is damaged (SQLite: {error}). Stop the services that use it, "
         f"see the damage with: sqlite3 {path} 'PRAGMA integrity_check', and restore the file "
-        "from a backup (or salvage what is readable with sqlite3's .recover). Until then every "
-        "look-up is refused (503)."
+        f"from a backup (or salvage what is readable with sqlite3's .recover). {consequence}"
     )
 
 
@@ -400,7 +399,7 @@ class SQLiteKeyStore:
         if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
             return  # busy, locked, I/O: this call fails (503), the next may succeed
         if self._failure is None:
-            self._failure = _damaged(self.path, error)
+            self._failure = _damaged(self.path, error, "Until then every look-up is refused (503).")
             log.error("%s", self._failure)
         raise DatabaseFileError(self._failure) from error
 
