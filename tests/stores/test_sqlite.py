@@ -47,8 +47,12 @@ class TestSchema:
 
     def test_if_memory_path_then_works(self) -> None:
         store = SQLiteKeyStore(":memory:")
+        seen: list[Change] = []
+        store.subscribe(seen.append)
         KeyManager(store).add_member(team_id="t", user_id="u")
         assert len(store.list_members("t")) == 1
+        store.poll_changes()  # one connection: its own writes are not "another's"
+        assert seen == [Change("member", team_id="t", user_id="u")]
         assert repr(store) == "SQLiteKeyStore(':memory:')"
 
 

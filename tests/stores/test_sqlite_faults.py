@@ -30,6 +30,7 @@ from skaala_auth import (
     SQLiteKeyStore,
     StoreUnavailableError,
 )
+from skaala_auth.lastused import LastUsedRecorder
 from skaala_auth.stores.base import Change
 from skaala_auth.stores.sqlite import DatabaseFileError, InvalidRowError
 
@@ -197,6 +198,31 @@ class TestFileReplaced:
             SQLiteKeyStore(path).close()
             store.poll_changes()
             assert store.find_key("sha256$anything") is None
+        store.close()
+
+    def test_if_replaced_by_a_damaged_file_then_fail_closed_until_a_good_one_arrives(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        path = tmp_path / "k.db"
+        store, _, _ = _store_with_key(path)
+        damaged = tmp_path / "damaged.db"
+        damaged.write_bytes(b"not a database\n" * 500)
+        os.replace(damaged, path)
+        with caplog.at_level(logging.ERROR, logger="skaala_auth.store"):
+            with pytest.raises(DatabaseFileError, match="not an SQLite database"):
+                store.poll_changes()
+        assert "could not reopen" in caplog.text and str(path) in caplog.text
+        with pytest.raises(DatabaseFileError):
+            store.get_member("t", "u")
+        with pytest.raises(DatabaseFileError):
+            store.poll_changes()  # the same bad file: no retry, still closed
+        good = tmp_path / "good.db"
+        replacement = SQLiteKeyStore(good)
+        KeyManager(replacement).add_member(team_id="t", user_id="w")
+        replacement.close()  # checkpointed: everything is in the file that moves
+        os.replace(good, path)
+        store.poll_changes()
+        assert store.get_member("t", "w") is not None
         store.close()
 
     def test_if_content_restored_in_place_then_everything_dropped(self, tmp_path: Path) -> None:
@@ -388,6 +414,31 @@ class TestCorruption:
         store.close()
 
 
+class TestCannotOpen:
+    def test_if_the_directory_is_missing_then_the_error_names_the_path(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "no-such-dir" / "k.db"
+        with pytest.raises(DatabaseFileError, match="cannot create the key database"):
+            SQLiteKeyStore(path)
+        assert not path.parent.exists()
+
+    def test_if_the_path_is_a_directory_then_the_error_names_it(self, tmp_path: Path) -> None:
+        with pytest.raises(DatabaseFileError, match=f"cannot open the key database {tmp_path}"):
+            SQLiteKeyStore(tmp_path)
+
+    def test_if_a_member_row_is_odd_then_a_clear_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "k.db"
+        store, _, _ = _store_with_key(path)
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE members SET added_at = 'long ago'")
+        conn.commit()
+        conn.close()
+        with pytest.raises(InvalidRowError, match="member row"):
+            store.get_member("t", "u")
+        store.close()
+
+
 class TestFileModes:
     def test_if_created_then_database_and_wal_files_are_private(self, tmp_path: Path) -> None:
         path = tmp_path / "k.db"
@@ -429,3 +480,29 @@ def test_if_operator_runs_integrity_check_then_it_reports_the_damage(tmp_path: P
         timeout=30,
     )
     assert "ok" != result.stdout.strip()
+
+
+def test_if_flushes_keep_failing_then_one_traceback_per_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that stays down fails every flush: the log gets one traceback, then one line."""
+    path = tmp_path / "k.db"
+    store, _, key_id = _store_with_key(path)
+    recorder = LastUsedRecorder(store, interval=3600)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(DatabaseFileError):
+        store.poll_changes()
+    with caplog.at_level(logging.INFO, logger="skaala_auth.lastused"):
+        for _ in range(3):
+            recorder.mark(key_id, time.time())
+            assert recorder.flush() == 0
+        records = [r for r in caplog.records if r.name == "skaala_auth.lastused"]
+        assert [bool(r.exc_info) for r in records] == [True, False, False]
+        assert "was deleted" in records[-1].getMessage()
+        SQLiteKeyStore(path).close()
+        store.poll_changes()  # the file is back: reopened (an empty store, but a usable one)
+        assert recorder.flush() == 1
+        assert caplog.records[-1].getMessage() == "recorded last-used times again"
+    recorder.close()
+    store.close()
