@@ -4,7 +4,8 @@ A successful authentication marks its key (a dict assignment). A background thre
 marks every ``interval`` seconds in one batch, so a key costs at most one write per interval
 however busy it is. ``close()`` and interpreter exit flush what is pending. Times only move
 forward: the store refuses to move ``last_used_at`` back, and a batch that fails is merged back
-for the next try.
+for the next try. A hard kill (SIGKILL, the OOM killer) loses what is pending: up to one
+``interval`` of marks (see docs/operations.md).
 
 .. versionadded:: 0.1.0
 """
@@ -46,6 +47,7 @@ class LastUsedRecorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._failing = False  # the last flush failed: log the next failures without a traceback
         _live.add(self)
 
     def mark(self, key_id: str, when: float) -> None:
@@ -70,13 +72,21 @@ class LastUsedRecorder:
             return 0
         try:
             self._store.record_last_used({key: from_epoch(at) for key, at in batch.items()})
-        except Exception:
-            log.warning("could not record last-used times; will retry", exc_info=True)
+        except Exception as error:
+            # A store that is down fails every flush: one traceback per outage, then one line.
+            if self._failing:
+                log.warning("could not record last-used times; will retry: %s", error)
+            else:
+                log.warning("could not record last-used times; will retry", exc_info=True)
+            self._failing = True
             with self._lock:
                 for key, at in batch.items():
                     if at > self._pending.get(key, 0.0):
                         self._pending[key] = at
             return 0
+        if self._failing:
+            log.info("recorded last-used times again")
+            self._failing = False
         return len(batch)
 
     def _run(self) -> None:

@@ -15,18 +15,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from ..models import ApiKey, Member, Role
+from ..scopes import _SCOPE_SYNTAX
 from .base import Change, ChangeFeed, KeyRecord, Subscriber
 
-__all__ = ["SQLiteKeyStore"]
+__all__ = ["DatabaseFileError", "InvalidRowError", "SQLiteKeyStore"]
+
+log = logging.getLogger("skaala_auth.store")
+_T = TypeVar("_T")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)
@@ -88,19 +94,192 @@ def _moment(micros: int | None) -> datetime | None:
     return None if micros is None else _EPOCH + micros * _MICRO
 
 
-def _key(row: tuple[Any, ...]) -> ApiKey:
+class DatabaseFileError(sqlite3.DatabaseError):
+    """The database file cannot be used: damaged, not a database, missing, or unopenable.
+
+    The message names the file and what to do about it, because it is what an operator reads in
+    the log at 3 a.m. A store that raised it for a damaged or deleted file keeps raising it for
+    every call (fail closed: the authenticator answers 503) until the file is replaced.
+
+    It subclasses :class:`sqlite3.DatabaseError` so that code written against the driver's errors
+    (the CLI's "cannot open" handler) keeps catching it.
+
+    .. versionadded:: 0.2.0
+    """
+
+
+class InvalidRowError(sqlite3.DatabaseError):
+    """A row read from the database cannot become a valid record (written by another tool or
+    edited by hand): the store refuses it rather than hand back a half-built key.
+
+    Attributes:
+        key_id: the key's id when the row has a usable one, else ``None``. The message names it
+            and the column at fault, never the digest or the column's value.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+
+
+def _sql_type(value: object) -> str:
+    """How SQLite would name ``value``'s type: errors show the type, never the value."""
+    if value is None:
+        return "NULL"
+    return {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "?")
+
+
+class _Row:
+    """Checks the columns of one ``api_keys`` row as it becomes an :class:`ApiKey`.
+
+    SQLite stores whatever it is given (a hand edit, another tool, a schema without ``NOT
+    NULL``), so nothing read back is trusted to have the type the schema declares.
+    """
+
+    __slots__ = ("key_id", "path", "row")
+
+    def __init__(self, row: tuple[Any, ...], path: str) -> None:
+        self.row = row
+        self.path = path
+        key_id = row[0]
+        if not isinstance(key_id, str) or not key_id:
+            raise InvalidRowError(
+                f"a key row in {path} is unusable: its id is {_sql_type(key_id)}, expected "
+                "non-empty text (sqlite3's typeof(id) finds it)"
+            )
+        self.key_id = key_id
+
+    def _invalid(self, column: str, expected: str, found: str | None = None) -> InvalidRowError:
+        return InvalidRowError(
+            f"the row of key {self.key_id} in {self.path} is unusable: {column} is "
+            f"{found or _sql_type(self.row[_COLUMN_INDEX[column]])}, expected {expected}",
+            key_id=self.key_id,
+        )
+
+    def text(self, column: str) -> str:
+        value = self.row[_COLUMN_INDEX[column]]
+        if not isinstance(value, str):
+            raise self._invalid(column, "text")
+        return value
+
+    def optional_text(self, column: str) -> str | None:
+        value = self.row[_COLUMN_INDEX[column]]
+        if value is not None and not isinstance(value, str):
+            raise self._invalid(column, "text or NULL")
+        return value
+
+    def time(self, column: str) -> datetime:
+        moment = self.optional_time(column)
+        if moment is None:
+            raise self._invalid(column, "integer microseconds since the epoch")
+        return moment
+
+    def optional_time(self, column: str) -> datetime | None:
+        value = self.row[_COLUMN_INDEX[column]]
+        if value is None:
+            return None
+        if type(value) is not int:
+            raise self._invalid(column, "integer microseconds since the epoch")
+        try:
+            return _moment(value)
+        except OverflowError:
+            raise self._invalid(
+                column, "a time between the years 1 and 9999", "an integer out of range"
+            ) from None
+
+    def scopes(self) -> frozenset[str]:
+        value = self.row[_COLUMN_INDEX["scopes"]]
+        if not isinstance(value, str):
+            raise self._invalid("scopes", "text (space-separated scope names)")
+        scopes = value.split()
+        if not all(_SCOPE_SYNTAX.fullmatch(scope) for scope in scopes):
+            raise self._invalid(
+                "scopes", "space-separated 'resource:action' names", "text of another shape"
+            )
+        return frozenset(scopes)
+
+    def role(self, index: int) -> Role | None:
+        value = self.row[index]
+        if value is None:
+            return None
+        try:
+            return Role(value)
+        except ValueError:
+            raise self._invalid("role", "owner, admin or member", "another value") from None
+
+
+_COLUMN_INDEX: Final = {
+    name: index
+    for index, name in enumerate(
+        "id team_id user_id name scopes prefix created_at expires_at revoked_at last_used_at "
+        "rotated_from digest role".split()
+    )
+}
+
+
+def _key(row: tuple[Any, ...], path: str) -> ApiKey:
+    checked = _Row(row, path)
     return ApiKey(
-        id=row[0],
-        team_id=row[1],
-        user_id=row[2],
-        name=row[3],
-        scopes=frozenset(row[4].split()),
-        prefix=row[5],
-        created_at=cast(datetime, _moment(row[6])),
-        expires_at=cast(datetime, _moment(row[7])),
-        revoked_at=_moment(row[8]),
-        last_used_at=_moment(row[9]),
-        rotated_from=row[10],
+        id=checked.key_id,
+        team_id=checked.text("team_id"),
+        user_id=checked.text("user_id"),
+        name=checked.text("name"),
+        scopes=checked.scopes(),
+        prefix=checked.text("prefix"),
+        created_at=checked.time("created_at"),
+        expires_at=checked.time("expires_at"),
+        revoked_at=checked.optional_time("revoked_at"),
+        last_used_at=checked.optional_time("last_used_at"),
+        rotated_from=checked.optional_text("rotated_from"),
+    )
+
+
+def _record(row: tuple[Any, ...], path: str) -> KeyRecord:
+    checked = _Row(row, path)
+    return KeyRecord(_key(row, path), checked.text("digest"), checked.role(12))
+
+
+def _precreate(path: str) -> None:
+    """Create a missing database file as 0600 before SQLite opens it.
+
+    SQLite would create it 0644 (less the umask): readable by every local user, and a key
+    database holds digests and the team map. SQLite gives the ``-wal`` and ``-shm`` files the
+    main file's permissions, so they follow. An existing file keeps its mode: the operator chose
+    it.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise DatabaseFileError(f"cannot create the key database {path}: {error}") from error
+    os.close(descriptor)
+
+
+def _open_error(path: str, error: sqlite3.Error) -> DatabaseFileError:
+    """The constructor's error: which file, what SQLite said, and what to do."""
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_NOTADB:
+        return DatabaseFileError(
+            f"{path} is not an SQLite database (SQLite: {error}). Check that the path names the "
+            "key database; if it does, the file was overwritten: restore it from a backup."
+        )
+    if code == _SQLITE_CORRUPT:
+        return DatabaseFileError(_damaged(path, error, "The store cannot open until then."))
+    return DatabaseFileError(f"cannot open the key database {path} (SQLite: {error})")
+
+
+def _damaged(path: str, error: sqlite3.Error, consequence: str) -> str:
+    return (
+        f"the key database {path} is damaged (SQLite: {error}). Stop the services that use it, "
+        f"see the damage with: sqlite3 {path} 'PRAGMA integrity_check', and restore the file "
+        f"from a backup (or salvage what is readable with sqlite3's .recover). {consequence}"
     )
 
 
@@ -108,54 +287,159 @@ class SQLiteKeyStore:
     """A :class:`~skaala_auth.stores.base.KeyStore` in one SQLite file.
 
     Args:
-        path: the database file (created, with its schema, if missing), or ``":memory:"``.
+        path: the database file (created 0600, with its schema, if missing), or ``":memory:"``.
         timeout: seconds to wait for another process's write lock before giving up (the
             authenticator then answers 503).
 
-    Safe to share between threads (one connection behind a lock) and between processes on the
-    same file (WAL). Revocations and membership changes made through another process reach this
-    one's authenticators at their next :meth:`poll_changes` (every 0.5 s by default).
+    Safe to share between threads and between processes on the same file (WAL). Reads and writes
+    use separate connections, each behind its own lock: WAL lets a reader run while a writer
+    (this process's or another's) holds the write lock, so a write waiting out ``timeout`` (a
+    last-used flush behind another process's long transaction) never delays a look-up.
+    Revocations and membership changes made through another process reach this one's
+    authenticators at their next :meth:`poll_changes` (every 0.5 s by default).
+
+    The poll also notices when the file at ``path`` is no longer the one the store has open
+    (replaced, or deleted): see :meth:`poll_changes`. A damaged file fails closed: every call
+    raises :class:`DatabaseFileError`.
+
+    Raises:
+        DatabaseFileError: the file cannot be created or opened, is not an SQLite database, or
+            is damaged; the message names the file and the fix.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Separate read and write connections; new files are 0600; a replaced file is reopened and
+       a deleted or damaged one fails closed.
     """
 
     def __init__(self, path: str | os.PathLike[str] = "skaala_auth.db", *, timeout: float = 5.0):
         self.path = os.fspath(path)
-        self._lock = threading.RLock()
+        self.timeout = timeout
         self._feed = ChangeFeed()
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        # ":memory:" and "" are private to one connection: reads and writes must share it.
+        self._private = self.path in (":memory:", "")
+        self._absolute = "" if self._private else os.path.abspath(self.path)
+        self._write_lock = threading.RLock()
+        self._read_lock = self._write_lock if self._private else threading.RLock()
+        self._failure: str | None = None  # set: the file is damaged or gone, every call raises
+        self._missing = False
+        self._closed = False
+        self._warned_rows: set[str] = set()
+        # Sequence numbers of the change rows this store wrote: already published in-process,
+        # so poll_changes skips them (the read connection sees them as another's commits).
+        self._own_lock = threading.Lock()
+        self._own: set[int] = set()
+        self._uncommitted: list[int] = []
+        if not self._private:
+            _precreate(self.path)
+        self._writer, self._reader, self._identity = self._open()
         self._data_version = self._scalar("PRAGMA data_version")
         self._cursor = self._scalar("SELECT coalesce(max(seq), 0) FROM changes")
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._private:
+            target, uri = self.path, False
+        else:
+            # mode=rw: never create the file here. It exists (pre-created 0600); if it vanished
+            # since, an empty store in its place would refuse every key without a word.
+            target, uri = f"file:{urllib.parse.quote(self._absolute)}?mode=rw", True
+        conn = sqlite3.connect(
+            target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=uri
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return conn
+
+    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection, tuple[int, int] | None]:
+        """Open the write and read connections (migrating the file) and note its identity."""
+        opened: list[sqlite3.Connection] = []
+        try:
+            try:
+                writer = self._connect()
+                opened.append(writer)
+                if not self._private:
+                    writer.execute("PRAGMA journal_mode = WAL")
+                writer.execute("PRAGMA synchronous = NORMAL")
+                self._migrate(writer)
+                if self._private:
+                    return writer, writer, None
+                reader = self._connect()
+                opened.append(reader)
+                reader.execute("PRAGMA query_only = ON")
+                reader.execute("SELECT count(*) FROM schema_version").fetchone()
+                status = os.stat(self._absolute)
+            except sqlite3.Error as error:
+                raise _open_error(self.path, error) from error
+            except OSError as error:
+                raise DatabaseFileError(
+                    f"cannot open the key database {self.path}: {error}"
+                ) from error
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            raise
+        return writer, reader, (status.st_dev, status.st_ino)
+
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        with self._lock:
-            row = self._conn.execute(sql, params).fetchone()
+        with self._reading() as conn:
+            row = conn.execute(sql, params).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise DatabaseFileError(self._failure)
+
+    def _fault(self, error: sqlite3.Error) -> None:
+        """Turn a damaged-file error into fail-closed: every later call raises, even those SQLite
+        could still answer from its page cache, because nothing in the file can be trusted."""
+        if isinstance(error, DatabaseFileError | InvalidRowError):
+            return
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return  # busy, locked, I/O: this call fails (503), the next may succeed
+        if self._failure is None:
+            self._failure = _damaged(self.path, error, "Until then every look-up is refused (503).")
+            log.error("%s", self._failure)
+        raise DatabaseFileError(self._failure) from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The read connection. Never waits for a writer: WAL readers see the last commit."""
+        with self._read_lock:
+            self._raise_if_failed()
+            try:
+                yield self._reader
+            except sqlite3.Error as error:
+                self._fault(error)
+                raise
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. ``BEGIN IMMEDIATE`` takes the write lock up front, so a
         transaction never fails half-way on a lock upgrade."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._write_lock:
+            self._raise_if_failed()
+            conn = self._writer
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                self._uncommitted = []
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                # Only now: a rolled-back row's seq may be reused by another process's change.
+                with self._own_lock:
+                    self._own.update(self._uncommitted)
+            except sqlite3.Error as error:
+                self._fault(error)
                 raise
-            self._conn.execute("COMMIT")
 
-    def _migrate(self) -> None:
-        with self._write() as conn:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             version = row[0] or 0
@@ -169,18 +453,36 @@ class SQLiteKeyStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_version VALUES (?)", (number,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _log_change(self, conn: sqlite3.Connection, change: Change) -> None:
         now = _micros(datetime.now(UTC))
-        conn.execute(
+        inserted = conn.execute(
             "INSERT INTO changes (kind, key_id, team_id, user_id, at) VALUES (?, ?, ?, ?, ?)",
             (change.kind, change.key_id, change.team_id, change.user_id, now),
         )
+        if inserted.lastrowid is not None:
+            self._uncommitted.append(inserted.lastrowid)
         horizon = now - CHANGE_RETENTION // _MICRO
         old = conn.execute("SELECT max(seq) FROM changes WHERE at < ?", (horizon,)).fetchone()[0]
         if old is not None:
             conn.execute("DELETE FROM changes WHERE seq <= ?", (old,))
             conn.execute("UPDATE meta SET value = ? WHERE name = 'pruned_through'", (old,))
+
+    def _checked(self, row: tuple[Any, ...], convert: Callable[[tuple[Any, ...], str], _T]) -> _T:
+        """Convert a row, logging an unusable one once per key (the authenticator turns the
+        exception into a 503 on every request for that key; the log says why, once)."""
+        try:
+            return convert(row, self.path)
+        except InvalidRowError as error:
+            name = error.key_id or ""
+            if name not in self._warned_rows:
+                self._warned_rows.add(name)
+                log.error("%s", error)
+            raise
 
     @property
     def schema_version(self) -> int:
@@ -189,33 +491,31 @@ class SQLiteKeyStore:
     # -- keys ----------------------------------------------------------------------------------
 
     def find_key(self, digest: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 f"SELECT {_KEY_COLUMNS}, k.digest, m.role FROM api_keys k "  # noqa: S608
                 "LEFT JOIN members m ON m.team_id = k.team_id AND m.user_id = k.user_id "
                 "WHERE k.digest = ?",
                 (digest,),
             ).fetchone()
-        if row is None:
-            return None
-        return KeyRecord(_key(row), row[11], Role(row[12]) if row[12] else None)
+        return None if row is None else self._checked(row, _record)
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.id = ?",  # noqa: S608
                 (key_id,),
             ).fetchone()
-        return None if row is None else _key(row)
+        return None if row is None else self._checked(row, _key)
 
     def list_keys(self, team_id: str) -> list[ApiKey]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._reading() as conn:
+            rows = conn.execute(
                 f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.team_id = ? "  # noqa: S608
                 "ORDER BY k.created_at DESC, k.id DESC",
                 (team_id,),
             ).fetchall()
-        return [_key(row) for row in rows]
+        return [self._checked(row, _key) for row in rows]
 
     def _insert(self, conn: sqlite3.Connection, key: ApiKey, digest: str) -> None:
         conn.execute(
@@ -301,22 +601,22 @@ class SQLiteKeyStore:
         self._feed.publish(change)
 
     def get_member(self, team_id: str, user_id: str) -> Member | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 "SELECT team_id, user_id, role, added_at FROM members "
                 "WHERE team_id = ? AND user_id = ?",
                 (team_id, user_id),
             ).fetchone()
-        return None if row is None else _member(row)
+        return None if row is None else self._checked(row, _member)
 
     def list_members(self, team_id: str) -> list[Member]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._reading() as conn:
+            rows = conn.execute(
                 "SELECT team_id, user_id, role, added_at FROM members WHERE team_id = ? "
                 "ORDER BY user_id",
                 (team_id,),
             ).fetchall()
-        return [_member(row) for row in rows]
+        return [self._checked(row, _member) for row in rows]
 
     def remove_member(self, team_id: str, user_id: str) -> bool:
         change = Change("member", team_id=team_id, user_id=user_id)
@@ -336,39 +636,146 @@ class SQLiteKeyStore:
         return self._feed.subscribe(callback)
 
     def poll_changes(self) -> None:
-        with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        """Deliver other processes' changes, and notice a file that is no longer ours.
+
+        A file replaced at ``path`` (a new device/inode: ``mv`` of a restored copy) is reopened
+        and ``Change("all")`` is published, since nothing says what differs between the two
+        files. A deleted file fails closed: this and every later call raise
+        :class:`DatabaseFileError` (logged once, with the path) until a file appears at ``path``
+        again, which is then reopened the same way. Otherwise the open, unlinked file would keep
+        answering with its old keys forever, and no revocation would ever arrive.
+
+        A change log that went backwards (content restored in place, through SQLite's backup
+        API) or was pruned past this store's cursor also publishes ``Change("all")``.
+
+        Raises:
+            DatabaseFileError: the file is deleted or damaged.
+        """
+        if not self._private and not self._closed:
+            self._check_identity()
+        with self._reading() as conn:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version == self._data_version:
                 return
             self._data_version = version
-            pruned = self._conn.execute(
-                "SELECT value FROM meta WHERE name = 'pruned_through'"
-            ).fetchone()[0]
-            rows = self._conn.execute(
+            pruned, newest = conn.execute(
+                "SELECT (SELECT value FROM meta WHERE name = 'pruned_through'), "
+                "(SELECT coalesce(max(seq), 0) FROM changes)"
+            ).fetchone()
+            rows = conn.execute(
                 "SELECT seq, kind, key_id, team_id, user_id FROM changes WHERE seq > ? "
                 "ORDER BY seq",
                 (self._cursor,),
             ).fetchall()
-            missed = pruned > self._cursor
+            missed = pruned > self._cursor or newest < self._cursor
             if rows:
                 self._cursor = rows[-1][0]
             elif missed:
-                self._cursor = pruned
+                self._cursor = max(pruned, newest)
+        with self._own_lock:
+            own = self._own
+            self._own = {seq for seq in own if seq > self._cursor}
         if missed:
             self._feed.publish(Change("all"))
             return
-        for _, kind, key_id, team_id, user_id in rows:
-            self._feed.publish(Change(kind, key_id=key_id, team_id=team_id, user_id=user_id))
+        for seq, kind, key_id, team_id, user_id in rows:
+            if seq not in own:
+                self._feed.publish(Change(kind, key_id=key_id, team_id=team_id, user_id=user_id))
+
+    def _check_identity(self) -> None:
+        """Compare the file at ``path`` with the one open (device and inode numbers)."""
+        try:
+            status = os.stat(self._absolute)
+        except FileNotFoundError:
+            identity = None
+        else:
+            identity = (status.st_dev, status.st_ino)
+        if identity is None:
+            if not self._missing:
+                self._missing = True
+                self._failure = (
+                    f"the key database {self.path} was deleted: every look-up is refused (503) "
+                    "until the file is restored at that path"
+                )
+                log.error("%s", self._failure)
+                with self._write_lock, self._read_lock:
+                    self._empty_old_wal()
+            raise DatabaseFileError(self._failure)
+        # A deleted file that comes back may reuse the inode number: reopen it all the same.
+        if identity != self._identity or self._missing:
+            self._reopen(identity)
+
+    def _reopen(self, identity: tuple[int, int]) -> None:
+        with self._write_lock, self._read_lock:
+            # Close the old connections first: SQLite names the -wal/-shm files after the path,
+            # so the old file's must be let go before the new file's are opened.
+            self._empty_old_wal()
+            self._writer.close()
+            self._reader.close()
+            try:
+                self._writer, self._reader, self._identity = self._open()
+            except (DatabaseFileError, RuntimeError) as error:
+                # Fail closed, and retry only when yet another file takes this one's place.
+                self._failure = str(error)
+                self._identity, self._missing = identity, False
+                self._writer = self._reader = _closed()
+                log.error("could not reopen the replaced key database: %s", error)
+                raise DatabaseFileError(self._failure) from error
+            self._failure = None
+            self._missing = False
+            with self._own_lock:
+                self._own.clear()
+            self._warned_rows.clear()
+            self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            self._cursor = self._reader.execute(
+                "SELECT coalesce(max(seq), 0) FROM changes"
+            ).fetchone()[0]
+        log.warning("the key database %s was replaced: reopened it, dropping all caches", self.path)
+        self._feed.publish(Change("all"))
+
+    def _empty_old_wal(self) -> None:
+        """Checkpoint the old file and truncate ``<path>-wal``, which is still its WAL.
+
+        SQLite does not checkpoint or delete the WAL of a file that was renamed or unlinked
+        while open, and a connection to whatever file next appears at ``path`` would replay the
+        old file's frames over it (the old keys, revocations undone). Emptying the WAL first
+        avoids that in this process; see docs/operations.md for several processes.
+        """
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.ProgrammingError:
+            pass  # already closed (an earlier reopen failed): nothing of the old file is held
+        except sqlite3.Error:
+            log.warning("could not empty the WAL of the old %s", self.path, exc_info=True)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._write_lock, self._read_lock:
+            self._closed = True
+            self._writer.close()
+            self._reader.close()
 
     def __repr__(self) -> str:
         return f"SQLiteKeyStore({self.path!r})"
 
 
-def _member(row: tuple[Any, ...]) -> Member:
-    return Member(
-        team_id=row[0], user_id=row[1], role=Role(row[2]), added_at=cast(datetime, _moment(row[3]))
-    )
+def _closed() -> sqlite3.Connection:
+    """A closed connection, standing in after a failed reopen (every use raises, and the store's
+    failure is raised before any use anyway)."""
+    conn = sqlite3.connect(":memory:")
+    conn.close()
+    return conn
+
+
+def _member(row: tuple[Any, ...], path: str) -> Member:
+    team_id, user_id, role, added_at = row
+    if not (isinstance(team_id, str) and isinstance(user_id, str) and type(added_at) is int):
+        raise InvalidRowError(f"a member row in {path} has a column of the wrong type")
+    try:
+        return Member(
+            team_id=team_id,
+            user_id=user_id,
+            role=Role(role),
+            added_at=cast(datetime, _moment(added_at)),
+        )
+    except (ValueError, OverflowError):
+        raise InvalidRowError(f"a member row in {path} has an unusable role or time") from None

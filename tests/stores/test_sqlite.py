@@ -32,7 +32,7 @@ class TestSchema:
     def test_if_reopened_then_not_migrated_again(self, tmp_path: Path) -> None:
         SQLiteKeyStore(tmp_path / "k.db").close()
         store = SQLiteKeyStore(tmp_path / "k.db")
-        rows = store._conn.execute("SELECT version FROM schema_version").fetchall()
+        rows = store._reader.execute("SELECT version FROM schema_version").fetchall()
         assert rows == [(1,)]
         store.close()
 
@@ -47,8 +47,12 @@ class TestSchema:
 
     def test_if_memory_path_then_works(self) -> None:
         store = SQLiteKeyStore(":memory:")
+        seen: list[Change] = []
+        store.subscribe(seen.append)
         KeyManager(store).add_member(team_id="t", user_id="u")
         assert len(store.list_members("t")) == 1
+        store.poll_changes()  # one connection: its own writes are not "another's"
+        assert seen == [Change("member", team_id="t", user_id="u")]
         assert repr(store) == "SQLiteKeyStore(':memory:')"
 
 
@@ -110,7 +114,7 @@ class TestAcrossProcesses:
         store.subscribe(seen.append)
         other = SQLiteKeyStore(path)
         KeyManager(other).add_member(team_id="t", user_id="u")
-        other._conn.execute("UPDATE changes SET at = 0")  # make them ancient
+        other._writer.execute("UPDATE changes SET at = 0")  # make them ancient
         KeyManager(other).add_member(team_id="t", user_id="v")  # prunes them
         store.poll_changes()
         assert seen == [Change("all")]
