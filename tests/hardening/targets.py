@@ -218,6 +218,7 @@ TARGETS = [
     "django/rules-deny",
     "django-asgi/decorator",
     "django-asgi/rules",
+    "django-asgi/rules-deny",
     "drf/has-scopes",
 ]
 

@@ -47,10 +47,10 @@ def _quiet_django() -> Iterator[None]:
     logger.setLevel(level)
 
 
-def _report(found: list[Violation]) -> str:
+def _report(found: list[Violation], sent: int = 1) -> str:
     counts = Counter(violation.group for violation in found)
     example = {violation.group: violation.text for violation in reversed(found)}
-    lines = [f"{len(found)} violation(s):"]
+    lines = [f"{len(found)} violation(s) in {sent} request(s):"]
     for group, count in counts.most_common():
         lines.append(f"  {count:5d} × {group}\n          e.g. {example[group]}")
     return "\n".join(lines)
@@ -61,6 +61,7 @@ def test_if_requests_are_generated_then_protected_handlers_run_only_when_granted
     world: World, target: str
 ) -> None:
     found: list[Violation] = []
+    sent = 0
     with serve(world, target) as served:
 
         @settings(
@@ -72,6 +73,8 @@ def test_if_requests_are_generated_then_protected_handlers_run_only_when_granted
         )
         @given(request=requests(world))
         def check(request: Request) -> None:
+            nonlocal sent
+            sent += 1
             RUNS.clear()
             reply = served.driver(request)
             problems = violations(world, target, request, reply, list(RUNS), served.need)
@@ -82,4 +85,4 @@ def test_if_requests_are_generated_then_protected_handlers_run_only_when_granted
                 assert not problems, _report(problems)
 
         check()
-    assert not found, _report(found)
+    assert not found, _report(found, sent)
