@@ -170,7 +170,8 @@ def check_query_string(query_string: str | bytes) -> None:
 
     Raises:
         InvalidRequestError: a parameter named like a credential (``api_key``,
-            ``access_token``, …) or any value that starts like a key (``sk_live_``, ``sk_test_``).
+            ``access_token``, …) or any name or value that starts like a key (``sk_live_``,
+            ``sk_test_``: ``?sk_live_…`` is a key in the query string too).
 
     .. versionadded:: 0.1.0
     """
@@ -182,5 +183,7 @@ def check_query_string(query_string: str | bytes) -> None:
         return
     # Both separators: ``;`` still separates parameters for some frameworks and proxies.
     for name, value in parse_qsl(query_string.replace(";", "&"), keep_blank_values=True):
-        if name.lower() in _QUERY_NAMES or value.lstrip().startswith(("sk_live_", "sk_test_")):
+        if name.lower() in _QUERY_NAMES or any(
+            part.lstrip().startswith(("sk_live_", "sk_test_")) for part in (name, value)
+        ):
             raise InvalidRequestError("API keys are not accepted in the query string")

@@ -162,3 +162,9 @@ class TestHttpWhitespaceOnly:
     def test_if_a_key_follows_a_semicolon_then_400(self, query: str) -> None:
         with pytest.raises(InvalidRequestError):
             check_query_string(query)
+
+
+@pytest.mark.parametrize("query", [KEY, f"a=1&{KEY}", f"a=1;{KEY}", f"{KEY}=1"])
+def test_if_a_bare_key_is_in_the_query_then_400(query: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        check_query_string(query)
