@@ -154,6 +154,7 @@ class Authenticator:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._poll_lock = threading.Lock()
         self._next_poll = 0.0
+        self._poll_failing = False
         self.last_used = LastUsedRecorder(store, last_used_interval)
         self._last_used_interval = last_used_interval
         self._track_last_used = track_last_used
@@ -719,11 +720,20 @@ class Authenticator:
         self._refresh_audit_flags()
         try:
             self.store.poll_changes()
-        except Exception:
+        except Exception as error:
             # We cannot tell what changed: trust nothing cached, so the store decides the next
-            # requests (and fails closed if it is down).
-            log.warning("could not poll the key store for changes", exc_info=True)
+            # requests (and fails closed if it is down). One traceback per outage, then a line
+            # per failed poll: polls come twice a second.
+            if self._poll_failing:
+                log.warning("could not poll the key store for changes: %s", error)
+            else:
+                log.warning("could not poll the key store for changes", exc_info=True)
+            self._poll_failing = True
             self.cache.clear()
+        else:
+            if self._poll_failing:
+                log.warning("the key store answers polls again")
+            self._poll_failing = False
 
     def _refresh_audit_flags(self) -> None:
         # Whether outcomes are audited, refreshed at each poll rather than asked of the logging

@@ -61,6 +61,7 @@ RULE_SETTINGS: Final = {
     "PUBLIC": "public",
     "PROTECT": "protect",
     "TEAM_PARAM": "team_param",
+    "RULES_DEFAULT": "default",
 }
 
 _BOOLEAN_SETTINGS: Final = frozenset({"ACCEPT_TEST_KEYS", "CREATE"})
@@ -287,16 +288,24 @@ def store_from_settings(settings: Mapping[str, Any]) -> KeyStore:
 
 def rules_from_settings(settings: Mapping[str, Any]) -> Rules:
     """The rules table of ``RULES`` (a :class:`~skaala_auth.rules.Rules`, or its rows),
-    ``PUBLIC``, ``PROTECT`` and ``TEAM_PARAM``; other names are not looked at.
+    ``PUBLIC``, ``PROTECT``, ``TEAM_PARAM`` and ``RULES_DEFAULT`` (``"allow"`` or ``"deny"``:
+    what a request no rule matches needs); other names are not looked at.
+
+    Raises:
+        ConfigurationError: ``RULES_DEFAULT`` is neither ``"allow"`` nor ``"deny"``.
 
     .. versionadded:: 0.1.0
     """
     rules = settings.get("RULES")
     if isinstance(rules, Rules):
         return rules
+    default = settings.get("RULES_DEFAULT", "allow")
+    if default not in ("allow", "deny"):
+        raise _invalid("RULES_DEFAULT", default, "'allow' or 'deny'")
     return Rules(
         rules or (),
         public=settings.get("PUBLIC", ()),
         protect=settings.get("PROTECT", ()),
         team_param=settings.get("TEAM_PARAM", "team_id"),
+        default=default,
     )

@@ -39,8 +39,9 @@ DEMO_SCOPES: Final = ("read:bookings", "write:bookings", "read:contacts", "read:
 #: The largest booking body accepted, in bytes.
 MAX_BODY: Final = 64 * 1024
 
-#: Default deny: everything under /api/ needs a key, even a route added without a decorator.
-RULES: Final = Rules(public=["/", "/health"], protect=["/api/"])
+#: Default deny: every path but the two public ones needs a key, even a route added without a
+#: decorator (the rules table is what docs/security.md recommends for drop-in use).
+RULES: Final = Rules(public=["/", "/health"], protect=["/api/"], default="deny")
 
 
 def seed(manager: KeyManager) -> str | None:

@@ -665,3 +665,35 @@ class TestLastUsedFailures:
 
         with pytest.raises(ValueError, match="positive"):
             LastUsedRecorder(store, interval=0)
+
+
+UNKNOWN = generate_key()
+
+
+class PollFailingStore(MemoryKeyStore):
+    """A real store whose change feed fails while ``down`` is set."""
+
+    down = False
+
+    def poll_changes(self) -> None:
+        if self.down:
+            raise OSError("the change feed is down")
+        super().poll_changes()
+
+
+def test_if_polls_keep_failing_then_one_traceback_per_outage(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PollFailingStore()
+    with Authenticator(store, clock=clock, poll_interval=0.5) as auth:
+        store.down = True
+        with caplog.at_level(logging.WARNING, logger="skaala_auth"):
+            for _ in range(3):
+                clock.advance(1)
+                auth.check(UNKNOWN)  # a well-formed key: the request that polls
+            store.down = False
+            clock.advance(1)
+            auth.check(UNKNOWN)
+    polls = [r for r in caplog.records if "poll" in r.getMessage()]
+    assert [r.exc_info is not None for r in polls] == [True, False, False, False]
+    assert polls[-1].getMessage() == "the key store answers polls again"

@@ -181,3 +181,15 @@ class TestRules:
     def test_if_a_rules_object_then_as_it_is(self) -> None:
         table = Rules(protect=["/api/"])
         assert rules_from_settings({"RULES": table}) is table
+
+
+def test_if_rules_default_is_set_then_the_table_denies_unmatched_requests() -> None:
+    from skaala_auth.config import rules_from_settings
+    from skaala_auth.errors import ConfigurationError
+
+    denying = rules_from_settings({"PUBLIC": ["/health"], "RULES_DEFAULT": "deny"})
+    assert denying.match("GET", "/anything").required
+    assert denying.match("GET", "/health").public
+    assert not rules_from_settings({}).match("GET", "/anything").required
+    with pytest.raises(ConfigurationError, match="RULES_DEFAULT"):
+        rules_from_settings({"RULES_DEFAULT": "closed"})
