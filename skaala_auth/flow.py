@@ -117,10 +117,8 @@ class RequestFacts:
         """
         path = environ.get("PATH_INFO")
         if isinstance(path, str):
-            try:
-                path = path.encode("latin-1").decode("utf-8", "replace")
-            except UnicodeEncodeError:  # already decoded by the caller
-                pass
+            if not path.isascii():  # ASCII reads the same in latin-1 and UTF-8
+                path = _utf8(path)
         else:
             path = "/"
         query = environ.get("QUERY_STRING")
@@ -131,6 +129,14 @@ class RequestFacts:
             query if isinstance(query, str) else None,
             _NO_PARAMS if path_params is None else path_params,
         )
+
+
+def _utf8(path: str) -> str:
+    """A WSGI path (UTF-8 bytes the server decoded as latin-1) re-read as werkzeug reads it."""
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # already decoded by the caller
+        return path
 
 
 @dataclass(frozen=True, slots=True)
