@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from .audit import AuditEvent
-from .authenticator import Authenticator, RateLimiter
+from .authenticator import Authenticator
 from .errors import (
     AuthError,
     ConfigurationError,
@@ -36,6 +36,7 @@ from .hashing import Hasher
 from .keys import KEY_PATTERN, display_prefix, generate_key, is_well_formed, parse_key
 from .manager import KeyManager
 from .models import ApiKey, Member, Principal, Role
+from .ratelimit import RateLimiter
 from .scopes import DEFAULT_SCOPES, ScopeRegistry
 from .stores import KeyStore, MemoryKeyStore, SQLiteKeyStore
 

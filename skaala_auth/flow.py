@@ -22,19 +22,32 @@ and adds the CORS headers. Elsewhere (a path no rule protects, a public path) it
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
-from .credentials import HeadersLike, environ_headers
-from .errors import AuthError, Reason
+from .audit import AuditEvent, AuditHook, audit_logger
+from .credentials import HeadersLike, environ_headers, extract_key
+from .decision import decide, refusal
+from .errors import AuthError, InvalidKeyError, MissingKeyError, Reason
+from .hashing import Hasher
+from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
+from .models import Principal
 from .rules import OPTIONAL, PUBLIC, UNBOUND_TEAM, Requirement, Rules
+
+if TYPE_CHECKING:
+    from .cache import Entry, KeyCache
+    from .lastused import LastUsedRecorder
+    from .ratelimit import RateLimiter
 
 __all__ = [
     "ANSWER_PREFLIGHT",
     "PREFLIGHT",
     "Endpoint",
+    "Flow",
+    "Load",
+    "Outcome",
     "PreflightAnswer",
     "RequestFacts",
     "is_preflight",
@@ -294,3 +307,280 @@ def is_preflight(facts: RequestFacts) -> bool:
         elif isinstance(name, str) and name.lower() == _ACRM:
             return True
     return False
+
+
+# -- who is calling: from a presented key to an outcome ------------------------------------------
+
+#: What :meth:`Flow.request`, :meth:`Flow.start` and :meth:`Flow.resume` return: the principal,
+#: the refusal to render, or ``None`` (no credentials where none are required: go on anonymous).
+Outcome = Principal | AuthError | None
+
+# Shared refusals for junk, returned when no audit listener wants a fresh event: a flood of
+# junk keys then costs no allocation at all. Never raised (see AuthError.raisable).
+_MALFORMED: Final = InvalidKeyError(reason=Reason.MALFORMED)
+_UNKNOWN: Final = InvalidKeyError(reason=Reason.UNKNOWN)
+_MISSING: Final = MissingKeyError()
+for _refusal in (_MALFORMED, _UNKNOWN, _MISSING):
+    _refusal.shared = True
+del _refusal
+
+
+class Load:
+    """What the flow cannot do itself: one store look-up, for a digest the caches do not hold
+    fresh. The plaintext key stops in the flow: a load carries digests and the display prefix.
+
+    Attributes:
+        digest: the raw digest the caches are keyed on.
+        stored: its self-describing form, as the store indexes it.
+        legacy: stored forms under older algorithms the store may still hold the key under.
+        key_prefix: the key's display prefix, for the audit log.
+        scopes, team_id: what the request needs, for :meth:`Flow.resume`.
+        now: the request's instant (the loaded entry is fresh for ``cache_ttl`` from it).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("digest", "key_prefix", "legacy", "now", "scopes", "stored", "team_id")
+
+    def __init__(
+        self,
+        digest: bytes,
+        stored: str,
+        legacy: list[str],
+        key_prefix: str,
+        scopes: Collection[str],
+        team_id: str | None,
+        now: float,
+    ) -> None:
+        self.digest = digest
+        self.stored = stored
+        self.legacy = legacy
+        self.key_prefix = key_prefix
+        self.scopes = scopes
+        self.team_id = team_id
+        self.now = now
+
+    def __repr__(self) -> str:
+        return f"Load({self.key_prefix!r})"
+
+
+class Flow:
+    """The decision of one request, without I/O: the flow either reaches an :data:`Outcome`
+    or returns a :class:`Load` for its driver (:class:`~skaala_auth.Authenticator`) to perform,
+    sync or async, and hand back to :meth:`resume`. A cached key needs no load.
+
+    Order: cheap shape checks (length, prefix, alphabet) → digest → positive cache → on a miss,
+    the checksum → negative cache → :class:`Load`. A malformed key never reaches the negative
+    cache or the store; a digest found in the positive cache proves an issued, well-formed key,
+    so a hit skips the checksum.
+
+    Args:
+        hasher: makes the digests.
+        cache: read here; written by the loader (and here only for the last-used due time).
+        accept_test_keys: accept ``sk_test_`` keys too.
+        last_used: where last-used marks go (written behind by the recorder).
+        last_used_interval: seconds between two marks of one key.
+        track_last_used: mark at all.
+        rate_limiter: consulted once a key is granted.
+        audit: the audit hook, if any.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        hasher: Hasher,
+        cache: KeyCache,
+        *,
+        accept_test_keys: bool,
+        last_used: LastUsedRecorder,
+        last_used_interval: float,
+        track_last_used: bool,
+        rate_limiter: RateLimiter | None,
+        audit: AuditHook | None,
+    ) -> None:
+        self.hasher = hasher
+        self._new_hash = hasher.new
+        self._cache_get = cache.get
+        self._cache = cache
+        self._prefixes = ANY_PREFIX if accept_test_keys else LIVE_ONLY
+        self._last_used = last_used
+        self._interval = last_used_interval
+        self._track = track_last_used
+        self._limiter = rate_limiter
+        self._audit = audit
+        # Whether outcomes are audited, and so whether a grant needs more than its principal;
+        # refreshed at every poll (see refresh()).
+        self.audit_success = self.audit_failure = True
+        self._plain = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read whether outcomes are audited: asked of the logging module at each poll
+        rather than on every request, so a logging change takes effect within one poll."""
+        hooked = self._audit is not None
+        self.audit_success = hooked or audit_logger.isEnabledFor(logging.DEBUG)
+        self.audit_failure = hooked or audit_logger.isEnabledFor(logging.INFO)
+        # A grant that needs nothing but its principal (no audit, no limiter) returns at once.
+        self._plain = not self.audit_success and self._limiter is None
+
+    def request(
+        self,
+        facts: RequestFacts,
+        need: Endpoint | Rules | None,
+        found: Principal | None,
+        now: float,
+    ) -> Outcome | Load:
+        """Start deciding a request: what it needs, its credential, then :meth:`start`."""
+        need_now = requirement(facts, need)
+        if need_now.public or found is not None:
+            return self.settled(need_now, found)
+        return self.headers(
+            facts.headers, facts.query, need_now.scopes, need_now.team_id, need_now.required, now
+        )
+
+    def headers(
+        self,
+        headers: HeadersLike,
+        query: str | bytes | None,
+        scopes: Collection[str],
+        team_id: str | None,
+        required: bool,
+        now: float,
+    ) -> Outcome | Load:
+        """Start deciding by a request's headers (and query string)."""
+        try:
+            key = extract_key(headers, query)
+        except AuthError as error:
+            return self.audited(error)
+        if key is None:
+            if not required:
+                return None
+            return self.audited(MissingKeyError()) if self.audit_failure else _MISSING
+        return self.start(key, scopes, team_id, now)
+
+    def start(
+        self, key: str, scopes: Collection[str], team_id: str | None, now: float
+    ) -> Principal | AuthError | Load:
+        """Start deciding a presented key. This is the hot path: a cached key is decided here,
+        in one call (what :func:`~skaala_auth.decision.decide` does is written out inline)."""
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
+            return self._malformed(b"", key)
+        if len(data) != 46 or data[:8] not in self._prefixes or not data[8:].isalnum():
+            return self._malformed(data, key)  # nothing looked up: no cache, no store
+        digest: bytes = self._new_hash(data).digest()
+        entry = self._cache_get(digest)
+        if entry is None or now >= entry.fresh_until:
+            return self._miss(data, digest, key, scopes, team_id, now)
+        grant = entry.grant
+        principal = grant.principal
+        if (
+            now < grant.not_after
+            and grant.role is not None
+            and (team_id is None or team_id == principal.team_id)
+            and (not scopes or principal.scopes.issuperset(scopes))
+        ):
+            if self._plain and now < entry.touch_due:
+                return principal
+            return self._granted(entry, principal, now)
+        return self._decide(entry, scopes, team_id, now)
+
+    def resume(self, load: Load, loaded: Entry | AuthError, now: float) -> Principal | AuthError:
+        """Finish deciding after the driver performed ``load``: ``loaded`` is the cache entry of
+        the record found, or the refusal (unknown key: 401; store failure: 503)."""
+        if isinstance(loaded, AuthError):
+            return self.audited(loaded, load.key_prefix)
+        return self._decide(loaded, load.scopes, load.team_id, now)
+
+    def settled(self, need: Requirement, found: Principal | None) -> Principal | AuthError | None:
+        """The outcome that needs no credential read: a public request (or a preflight to
+        answer), or a principal found earlier in the request, checked against this one."""
+        if need.public:
+            return PREFLIGHT if need.required else None
+        assert found is not None  # noqa: S101 - request() calls this for one or the other
+        error = refusal(found, need.scopes, need.team_id)
+        if error is None:
+            return found
+        self.emit(AuditEvent.failure(error, found))
+        return error
+
+    def _miss(
+        self,
+        data: bytes,
+        digest: bytes,
+        key: str,
+        scopes: Collection[str],
+        team_id: str | None,
+        now: float,
+    ) -> AuthError | Load:
+        if not well_formed_bytes(data, self._prefixes):
+            return self._malformed(data, key)  # bad checksum: no negative cache, no store
+        if self._cache.is_known_unknown(digest, now):
+            if not self.audit_failure:
+                return _UNKNOWN
+            return self.audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
+        hasher = self.hasher
+        return Load(
+            digest,
+            hasher.stored(digest),
+            hasher.legacy_digests(data),
+            display_prefix(key),
+            scopes,
+            team_id,
+            now,
+        )
+
+    def _decide(
+        self, entry: Entry, scopes: Collection[str], team_id: str | None, now: float
+    ) -> Principal | AuthError:
+        grant = entry.grant
+        outcome = decide(grant, now, scopes, team_id)
+        if isinstance(outcome, AuthError):
+            return self.audited(outcome, principal=grant.principal)
+        return self._granted(entry, outcome, now)
+
+    def _granted(self, entry: Entry, principal: Principal, now: float) -> Principal | AuthError:
+        """A granted request's side effects: the rate limiter, the last-used mark, the audit."""
+        if self._limiter is not None:
+            try:
+                self._limiter.check(principal, now)
+            except AuthError as error:
+                return self.audited(error, principal=principal)
+        if now >= entry.touch_due:
+            entry.touch_due = now + self._interval
+            if self._track:
+                self._last_used.mark(principal.key_id or "", now)
+        if self.audit_success:
+            self.emit(AuditEvent.success(principal))
+        return principal
+
+    def _malformed(self, data: bytes, key: str) -> AuthError:
+        """The refusal of a key that failed the format checks, or of a test key where those are
+        not accepted. Only a test key's display prefix is audited: of a malformed string,
+        nothing is kept."""
+        if data[:8] == b"sk_test_" and well_formed_bytes(data):
+            return self.audited(InvalidKeyError(reason=Reason.TEST_KEY), display_prefix(key))
+        if self.audit_failure:
+            return self.audited(InvalidKeyError(reason=Reason.MALFORMED))
+        return _MALFORMED
+
+    def audited(
+        self,
+        error: AuthError,
+        key_prefix: str | None = None,
+        principal: Principal | None = None,
+    ) -> AuthError:
+        """Audit a refusal (when anyone listens; store failures always) and return it."""
+        if self.audit_failure or error.status_code >= 500:
+            self.emit(AuditEvent.failure(error, principal, key_prefix))
+        return error
+
+    def emit(self, event: AuditEvent) -> None:
+        event.log()
+        if self._audit is not None:
+            try:
+                self._audit(event)
+            except Exception:
+                log.exception("the audit hook raised")

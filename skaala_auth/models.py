@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["ApiKey", "Member", "Principal", "Role", "from_epoch", "to_epoch"]
+__all__ = ["ApiKey", "KeyRecord", "Member", "Principal", "Role", "from_epoch", "to_epoch"]
 
 
 class Role(StrEnum):
@@ -88,6 +88,25 @@ class Member:
     user_id: str
     role: Role
     added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What a digest look-up returns: the key, its stored digest, and its user's role in the
+    key's team at that moment (``None`` when the user is no longer a member).
+
+    Stores return it; it lives with the models (``skaala_auth.stores.base`` exports it too) so
+    that the decision needs no store import.
+
+    .. versionadded:: 0.1.0
+    """
+
+    key: ApiKey
+    digest: str
+    role: Role | None
+
+    def __repr__(self) -> str:  # the digest stays out of logs and tracebacks
+        return f"KeyRecord(key={self.key!r}, role={self.role!r})"
 
 
 @dataclass(frozen=True, slots=True)

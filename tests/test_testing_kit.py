@@ -109,9 +109,11 @@ class TestOverride:
             key, _ = kit.create_key(["read:calls"])
             principal = asyncio.run(production.authenticate_async({"X-API-Key": key}))
             assert principal is not None and principal.team_id == "team_1"
-            assert asyncio.run(production.verify_async(key)).team_id == "team_1"
+            assert (
+                asyncio.run(production.authenticate_async({"x-api-key": key})).team_id == "team_1"
+            )
             with pytest.raises(InvalidKeyError):
-                asyncio.run(production.verify_async(generate_key()))
+                asyncio.run(production.authenticate_async({"x-api-key": generate_key()}))
         production.close()
 
 

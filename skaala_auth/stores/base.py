@@ -14,27 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from ..models import ApiKey, Member, Role
+from ..models import ApiKey, KeyRecord, Member
 
 __all__ = ["Change", "ChangeFeed", "KeyRecord", "KeyStore"]
 
 log = logging.getLogger("skaala_auth.store")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """What a digest look-up returns: the key, its stored digest, and its user's role in the
-    key's team at that moment (``None`` when the user is no longer a member).
-
-    .. versionadded:: 0.1.0
-    """
-
-    key: ApiKey
-    digest: str
-    role: Role | None
-
-    def __repr__(self) -> str:  # the digest stays out of logs and tracebacks
-        return f"KeyRecord(key={self.key!r}, role={self.role!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ from skaala_auth import (
     TeamMismatchError,
     generate_key,
 )
+from skaala_auth.credentials import HeadersLike
+from skaala_auth.flow import Endpoint, RequestFacts
 from skaala_auth.stores.base import KeyRecord
 
 from ..conftest import Clock
@@ -59,6 +61,10 @@ def store() -> CountingStore:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def facts(headers: HeadersLike, method: str = "GET", path: str = "/") -> RequestFacts:
+    return RequestFacts(method, path, headers)
 
 
 def make_key(manager: KeyManager, **kwargs: Any) -> str:
@@ -136,12 +142,16 @@ class TestOutcomes:
             auth.verify(junk)
         assert caught.value.reason is Reason.MALFORMED
 
-    def test_if_check_then_outcomes_returned_not_raised(
+    def test_if_decide_then_outcomes_returned_not_raised(
         self, auth: Authenticator, manager: KeyManager
     ) -> None:
         key = make_key(manager)
-        assert isinstance(auth.check(key, ["read:bookings"]), Principal)
-        for outcome in (auth.check("junk"), auth.check(key, ["write:calls"])):
+        read, write = Endpoint(("read:bookings",)), Endpoint(("write:calls",))
+        assert isinstance(auth.decide(facts(bearer(key)), read), Principal)
+        for outcome in (
+            auth.decide(facts(bearer("junk")), read),
+            auth.decide(facts(bearer(key)), write),
+        ):
             assert outcome.status_code in (401, 403)  # type: ignore[union-attr]
 
     def test_if_authorize_then_scopes_and_team_checked(
@@ -412,7 +422,9 @@ class TestAsync:
                     ticks += 1
 
             task = asyncio.create_task(ticker())
-            principals = await asyncio.gather(*(auth.verify_async(key) for _ in range(5)))
+            principals = await asyncio.gather(
+                *(auth.authenticate_async(bearer(key)) for _ in range(5))
+            )
             task.cancel()
             assert {p.team_id for p in principals} == {"team_1"}
             return ticks
@@ -580,17 +592,19 @@ class TestReopen:
 
 
 class TestRequestLevelCheck:
-    def test_if_check_request_then_every_outcome_returned(
+    def test_if_decide_then_every_outcome_returned(
         self, auth: Authenticator, manager: KeyManager
     ) -> None:
         key = make_key(manager)
-        assert auth.check_request(bearer(key)).team_id == "team_1"  # type: ignore[union-attr]
-        assert auth.check_request([], required=False) is None
-        missing = auth.check_request([])
+        protected, optional = Endpoint(), Endpoint(required=False)
+        assert auth.decide(facts(bearer(key)), protected).team_id == "team_1"  # type: ignore[union-attr]
+        assert auth.decide(facts([]), optional) is None
+        assert auth.decide(facts([])) is None  # a middleware without a table: nothing required
+        missing = auth.decide(facts([]), protected)
         assert isinstance(missing, MissingKeyError) and missing.status_code == 401
-        both = auth.check_request([("authorization", f"Bearer {key}"), ("x-api-key", key)])
+        both = auth.decide(facts([("authorization", f"Bearer {key}"), ("x-api-key", key)]))
         assert isinstance(both, InvalidRequestError)
-        scoped = auth.check_request(bearer(key), required_scopes=["write:calls"])
+        scoped = auth.decide(facts(bearer(key)), Endpoint(("write:calls",)))
         assert isinstance(scoped, InsufficientScopeError)
 
     def test_if_shared_refusal_raised_then_a_fresh_copy(self, auth: Authenticator) -> None:
@@ -600,15 +614,15 @@ class TestRequestLevelCheck:
                 auth.authenticate({})
             errors.append(caught.value)
         assert errors[0] is not errors[1]
-        assert auth.check_request({}) is auth.check_request({})  # shared when nobody audits
+        protected = Endpoint()
+        shared = auth.decide(facts({}), protected)
+        assert shared is auth.decide(facts({}), protected)  # shared when nobody audits
 
-    def test_if_async_check_request_then_same(
-        self, auth: Authenticator, manager: KeyManager
-    ) -> None:
+    def test_if_async_decide_then_same(self, auth: Authenticator, manager: KeyManager) -> None:
         key = make_key(manager)
-        outcome = asyncio.run(auth.check_request_async([(b"x-api-key", key.encode())]))
+        outcome = asyncio.run(auth.decide_async(facts([(b"x-api-key", key.encode())])))
         assert isinstance(outcome, Principal)
-        assert asyncio.run(auth.check_request_async([], required=False)) is None
+        assert asyncio.run(auth.decide_async(facts([]), Endpoint(required=False))) is None
 
     def test_if_not_tracking_last_used_then_nothing_written(
         self, store: CountingStore, manager: KeyManager, clock: Clock
@@ -690,10 +704,10 @@ def test_if_polls_keep_failing_then_one_traceback_per_outage(
         with caplog.at_level(logging.WARNING, logger="skaala_auth"):
             for _ in range(3):
                 clock.advance(1)
-                auth.check(UNKNOWN)  # a well-formed key: the request that polls
+                auth.decide(facts(bearer(UNKNOWN)))  # a well-formed key: the request that polls
             store.down = False
             clock.advance(1)
-            auth.check(UNKNOWN)
+            auth.decide(facts(bearer(UNKNOWN)))
     polls = [r for r in caplog.records if "poll" in r.getMessage()]
     assert [r.exc_info is not None for r in polls] == [True, False, False, False]
     assert polls[-1].getMessage() == "the key store answers polls again"

@@ -27,8 +27,7 @@ from .errors import (
     Reason,
     TeamMismatchError,
 )
-from .models import Principal, Role
-from .stores.base import KeyRecord
+from .models import KeyRecord, Principal, Role
 
 __all__ = ["Grant", "decide", "refusal"]
 
