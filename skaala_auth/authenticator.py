@@ -269,6 +269,7 @@ class Authenticator:
         if now >= auth._loader.next_poll:
             auth._loader.poll(now)
         step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
+        del headers  # they carry the key: out of this frame while the store is asked
         if isinstance(step, Load):
             step = auth._flow.resume(step, auth._loader.load(step), now)
         if isinstance(step, AuthError):
@@ -316,6 +317,7 @@ class Authenticator:
         if now >= auth._loader.next_poll:
             await auth._loader.poll_async(now)
         step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
+        del headers
         if isinstance(step, Load):
             step = auth._flow.resume(step, await auth._loader.load_async(step), now)
         if isinstance(step, AuthError):

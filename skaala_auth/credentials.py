@@ -90,9 +90,19 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
     if authorization is not None:
         if isinstance(authorization, bytes):
             authorization = authorization.decode("latin-1")
-        if "," in authorization and _merged(authorization):
-            raise InvalidRequestError("Repeated Authorization header")
-        found = _bearer(authorization)
+        token = authorization[7:]
+        if (
+            authorization[:7].lower() == "bearer "
+            and token
+            and " " not in token
+            and "\t" not in token
+            and "," not in token
+        ):
+            found = token  # the common "Bearer <key>": what the general path returns for it
+        else:
+            if "," in authorization and _merged(authorization):
+                raise InvalidRequestError("Repeated Authorization header")
+            found = _bearer(authorization)
     if api_key is not None:
         if found is not None:
             raise InvalidRequestError("Send the API key in one header only")

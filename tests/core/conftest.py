@@ -62,3 +62,20 @@ def auth(store: MemoryKeyStore, clock: Clock, driver: str) -> Iterator[Authentic
     kind: Any = AsyncDriven if driver == "async" else Authenticator
     with kind(store, clock=clock) as authenticator:
         yield authenticator
+
+
+@pytest.fixture
+def make_auth(driver: str) -> Iterator[Any]:
+    """``make_auth(store, **options)``: an authenticator driven as the ``driver`` fixture says,
+    closed at the end of the test."""
+    made: list[Authenticator] = []
+
+    def make(store: Any, **options: Any) -> Authenticator:
+        kind: Any = AsyncDriven if driver == "async" else Authenticator
+        authenticator: Authenticator = kind(store, **options)
+        made.append(authenticator)
+        return authenticator
+
+    yield make
+    for authenticator in made:
+        authenticator.close()

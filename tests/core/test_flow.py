@@ -3,7 +3,6 @@ re-check of a principal a middleware found (issue 8), under both drivers."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -14,21 +13,30 @@ from skaala_auth import (
     Authenticator,
     AuthError,
     InsufficientScopeError,
+    InvalidKeyError,
     KeyManager,
     MemoryKeyStore,
     Principal,
     StoreUnavailableError,
     TeamMismatchError,
+    generate_key,
 )
 from skaala_auth.audit import AuditEvent
+from skaala_auth.cache import KeyCache
+from skaala_auth.decision import Grant
 from skaala_auth.flow import (
     ANSWER_PREFLIGHT,
     PREFLIGHT,
     Endpoint,
+    Flow,
+    Load,
     RequestFacts,
     is_preflight,
     requirement,
 )
+from skaala_auth.hashing import Hasher
+from skaala_auth.keys import display_prefix
+from skaala_auth.lastused import LastUsedRecorder
 from skaala_auth.rules import UNBOUND_TEAM, Requirement, Rules
 from skaala_auth.stores.base import KeyRecord
 
@@ -39,16 +47,10 @@ Outcome = Principal | AuthError | None
 Decide = Callable[..., Outcome]
 
 
-@pytest.fixture(params=["sync", "async"])
-def decide(request: pytest.FixtureRequest, auth: Authenticator) -> Decide:
-    """The two drivers, behind one signature: every test here runs under both."""
-    if request.param == "sync":
-        return auth.decide
-
-    def run(*args: object, **kwargs: object) -> Outcome:
-        return asyncio.run(auth.decide_async(*args, **kwargs))  # type: ignore[arg-type]
-
-    return run
+@pytest.fixture
+def decide(auth: Authenticator) -> Decide:
+    """The ``auth`` fixture's decide: every test here runs under both drivers (see conftest)."""
+    return auth.decide
 
 
 @pytest.fixture
@@ -264,3 +266,79 @@ def test_if_the_store_returned_a_good_row_then_granted(decide: Decide, key: str)
         Endpoint(("read:bookings",)),
     )
     assert isinstance(outcome, Principal) and outcome.team_id == "team_1"
+
+
+class TestFlowAlone:
+    """The flow without a driver: pure, so its steps are tested directly."""
+
+    @pytest.fixture
+    def flow(self, store: MemoryKeyStore) -> Flow:
+        return Flow(
+            Hasher(),
+            KeyCache(100, 30.0, 100, 5.0),
+            accept_test_keys=False,
+            last_used=LastUsedRecorder(store, 60.0),
+            last_used_interval=60.0,
+            track_last_used=False,
+            rate_limiter=None,
+            audit=None,
+        )
+
+    def test_if_a_key_is_not_cached_then_a_load_without_the_plaintext(self, flow: Flow) -> None:
+        key = generate_key()
+        step = flow.start(key, ("read:bookings",), "team_1", 1000.0)
+        assert isinstance(step, Load)
+        assert step.stored == Hasher().stored_digest(key)
+        assert step.key_prefix == display_prefix(key)
+        assert (step.scopes, step.team_id, step.now, step.legacy) == (
+            ("read:bookings",),
+            "team_1",
+            1000.0,
+            [],
+        )
+        held = [getattr(step, name) for name in Load.__slots__] + [repr(step)]
+        assert not [value for value in held if isinstance(value, str) and key[8:20] in value]
+
+    def test_if_loaded_then_decided_and_cached_keys_need_no_load(
+        self, flow: Flow, manager: KeyManager
+    ) -> None:
+        key, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        step = flow.start(key, ("read:calls",), None, 1000.0)
+        assert isinstance(step, Load)
+        found = manager.store.find_key(step.stored)
+        assert found is not None
+        entry = flow._cache.put(step.digest, Grant.from_record(found), 1000.0, 0)
+        assert flow.resume(step, entry, 1000.0) == flow.start(key, ("read:calls",), None, 1001.0)
+        principal = flow.start(key, ("read:calls",), None, 1001.0)
+        assert isinstance(principal, Principal) and principal.key_id == record.id
+        assert isinstance(flow.start(key, ("write:calls",), None, 1001.0), InsufficientScopeError)
+        assert isinstance(flow.start(key, (), None, 1031.0), Load)  # stale after the ttl
+
+    def test_if_the_load_failed_then_its_refusal(self, flow: Flow) -> None:
+        step = flow.start(generate_key(), (), None, 1000.0)
+        assert isinstance(step, Load)
+        failure = StoreUnavailableError()
+        assert flow.resume(step, failure, 1000.0) is failure
+
+    @pytest.mark.parametrize(
+        "junk",
+        [
+            pytest.param("checksum", id="bad-checksum"),
+            pytest.param("length", id="short"),
+            pytest.param("alphabet", id="alphabet"),
+            pytest.param("test", id="test-key"),
+        ],
+    )
+    def test_if_malformed_then_refused_and_nothing_remembered(self, flow: Flow, junk: str) -> None:
+        key = generate_key("test" if junk == "test" else "live")
+        if junk == "checksum":
+            key = key[:-1] + ("A" if key[-1] != "A" else "B")
+        elif junk == "length":
+            key = key[:-1]
+        elif junk == "alphabet":
+            key = key[:20] + "-" + key[21:]
+        for _ in range(3):
+            outcome = flow.start(key, (), None, 1000.0)
+            assert isinstance(outcome, InvalidKeyError) and outcome.status_code == 401
+        assert not flow._cache.is_known_unknown(flow.hasher.digest(key.encode()), 1000.0)
+        assert len(flow._cache) == 0
