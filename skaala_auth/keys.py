@@ -8,8 +8,9 @@ CRC32 checksum of everything before it::
     prefix   secret: 32 x log2(62) = 190.5 bits checksum
 
 The checksum is not a security feature: it lets the authenticator (and secret scanners) reject
-typos and junk without touching a cache or a store, so junk costs a few hundred nanoseconds and
-cannot fill a cache.
+typos and junk before the negative cache or the store, so junk costs about a microsecond and
+cannot fill a cache. (The authenticator checks it once its positive cache misses: a digest found
+there proves an issued, well-formed key.)
 
 .. versionadded:: 0.1.0
 """
@@ -115,7 +116,7 @@ def generate_key(environment: Environment = "live") -> str:
 def is_well_formed(key: str) -> bool:
     """Tell whether ``key`` has a known prefix, the right length and charset, and a valid checksum.
 
-    Never raises. This is the check the authenticator runs before any cache or store.
+    Never raises. The authenticator runs this check before its negative cache and the store.
 
     .. versionadded:: 0.1.0
     """
