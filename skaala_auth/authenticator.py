@@ -186,10 +186,12 @@ class Authenticator:
         .. versionadded:: 0.1.0
         """
         auth = self if _override is None else _override
+        if found is not None:  # no credential to read: no clock, no poll, no I/O
+            return auth._flow.recheck(facts, need, found)
         now = auth.clock()
         if now >= auth._loader.next_poll:
             auth._loader.poll(now)
-        step = auth._flow.request(facts, need, found, now)
+        step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
             return auth._flow.resume(step, auth._loader.load(step), now)
         return step
@@ -207,10 +209,12 @@ class Authenticator:
         .. versionadded:: 0.1.0
         """
         auth = self if _override is None else _override
+        if found is not None:
+            return auth._flow.recheck(facts, need, found)
         now = auth.clock()
         if now >= auth._loader.next_poll:
             await auth._loader.poll_async(now)
-        step = auth._flow.request(facts, need, found, now)
+        step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
             return auth._flow.resume(step, await auth._loader.load_async(step), now)
         return step

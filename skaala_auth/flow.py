@@ -425,19 +425,22 @@ class Flow:
         self._plain = not self.audit_success and self._limiter is None
 
     def request(
-        self,
-        facts: RequestFacts,
-        need: Endpoint | Rules | None,
-        found: Principal | None,
-        now: float,
+        self, facts: RequestFacts, need: Endpoint | Rules | None, now: float
     ) -> Outcome | Load:
         """Start deciding a request: what it needs, its credential, then :meth:`start`."""
         need_now = requirement(facts, need)
-        if need_now.public or found is not None:
-            return self.settled(need_now, found)
+        if need_now.public:
+            return self.settled(need_now, None)
         return self.headers(
             facts.headers, facts.query, need_now.scopes, need_now.team_id, need_now.required, now
         )
+
+    def recheck(
+        self, facts: RequestFacts, need: Endpoint | Rules | None, found: Principal
+    ) -> Principal | AuthError | None:
+        """Decide a request whose principal a middleware already found: against what this
+        handler needs (a preflight is still answered), with no credential read."""
+        return self.settled(requirement(facts, need), found)
 
     def headers(
         self,
