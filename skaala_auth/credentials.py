@@ -22,7 +22,7 @@ around it is malformed (401), never cleaned into a valid one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final, TypeAlias, cast
+from typing import Final, TypeAlias
 from urllib.parse import parse_qsl
 
 from .errors import InvalidRequestError
@@ -77,7 +77,7 @@ def extract_key(headers: HeadersLike, query_string: str | bytes | None = None) -
             else:
                 continue
         else:
-            name = cast(str, name).lower()
+            name = name.lower()  # (no typing.cast here: it is a call per header)
         if name == "authorization":
             if authorization is not None:
                 raise InvalidRequestError("Repeated Authorization header")
