@@ -8,12 +8,22 @@ from typing import Annotated
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Security, WebSocket
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from skaala_auth import Authenticator, KeyManager, Principal
 from skaala_auth.fastapi import ApiKeyMiddleware, RequireScopes, document_scopes, requires_scope
-from tests.adapters.test_starlette import INVALID, MISSING, assert_error, bearer
+from tests.adapters.test_starlette import (
+    COOKIE,
+    INVALID,
+    KEY_OUTER,
+    MISSING,
+    SESSION_OUTER,
+    CookieSessions,
+    assert_error,
+    bearer,
+)
 
 
 def build_app(authenticator: Authenticator, calls: list[str], *, document: bool = True) -> FastAPI:
@@ -170,6 +180,38 @@ def test_if_a_scope_is_not_a_string_then_type_error() -> None:
     with pytest.raises(TypeError):
         RequireScopes(["read:bookings"])  # type: ignore[arg-type]
     assert repr(RequireScopes("read:bookings")) == "RequireScopes('read:bookings')"
+
+
+@pytest.mark.parametrize("order", [SESSION_OUTER, KEY_OUTER])
+def test_if_next_to_starlettes_authentication_middleware_then_only_the_key_decides(
+    auth: Authenticator, key: str, order: str, calls: list[str]
+) -> None:
+    """A session login beside the keys, in either order: the dependency finds the key's
+    principal, never takes the session for a key, and refuses a bad key beside a good cookie."""
+    session = Middleware(AuthenticationMiddleware, backend=CookieSessions())
+    keys = Middleware(ApiKeyMiddleware, authenticator=auth)
+    app = FastAPI(middleware=[session, keys] if order == SESSION_OUTER else [keys, session])
+
+    @app.get("/bookings")
+    async def bookings(
+        request: Request, principal: Annotated[Principal, Depends(RequireScopes("read:bookings"))]
+    ) -> dict[str, str]:
+        calls.append("bookings")
+        return {"principal": principal.user_id, "user": request.user.display_name}
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, str | None]:
+        return {"user": request.user.display_name or None}
+
+    with TestClient(app) as client:
+        assert client.get("/whoami", headers=COOKIE).json() == {"user": "alice"}
+        assert_error(client.get("/bookings", headers=COOKIE), 401, MISSING)
+        assert_error(client.get("/bookings"), 401, MISSING)
+        expected = {"principal": "user_1", "user": "user_1"}
+        assert client.get("/bookings", headers=bearer(key)).json() == expected
+        assert client.get("/bookings", headers={**bearer(key), **COOKIE}).json() == expected
+        assert_error(client.get("/bookings", headers={**bearer("sk_live_x"), **COOKIE}), 401)
+    assert calls == ["bookings", "bookings"]
 
 
 class TestOpenAPI:

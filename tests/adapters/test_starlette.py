@@ -9,18 +9,24 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.authentication import requires
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    SimpleUser,
+    requires,
+)
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
@@ -729,6 +735,206 @@ class TestWebSocket:
                 with client.websocket_connect("/ws", headers=bearer(generate_key())):
                     pass  # pragma: no cover
         assert refused.value.code == 1013
+
+
+# -- next to Starlette's AuthenticationMiddleware ---------------------------------------------
+
+
+class CookieSessions(AuthenticationBackend):
+    """Another backend of the same app: a session cookie, as a login page would set it. Its
+    session is wider than the test keys (it may write), so a test sees whether it leaks in."""
+
+    SESSIONS: ClassVar[dict[str, str]] = {"alice-session": "alice"}
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        user = self.SESSIONS.get(conn.cookies.get("session", ""))
+        if user is None:
+            return None
+        return AuthCredentials(["authenticated", "write:bookings"]), SimpleUser(user)
+
+
+COOKIE: Final = {"Cookie": "session=alice-session"}
+SESSION_OUTER: Final = "session-middleware-outer"  # the documented order
+KEY_OUTER: Final = "key-middleware-outer"
+
+
+def coexisting_app(
+    authenticator: Authenticator, order: str, calls: list[str], rules: Rules | None = None
+) -> Starlette:
+    """One app with both middlewares, in ``order``, and endpoints protected by each."""
+
+    def who(connection: HTTPConnection) -> dict[str, Any]:
+        principal = connection.state.principal
+        return {
+            "user": connection.user.display_name if connection.user.is_authenticated else None,
+            "scopes": sorted(connection.auth.scopes),
+            "key_user": principal.user_id if principal else None,
+        }
+
+    async def whoami(request: Request) -> JSONResponse:
+        calls.append("whoami")
+        return JSONResponse(who(request))
+
+    @requires_scope("read:bookings")
+    async def read(request: Request) -> JSONResponse:
+        calls.append("read")
+        return JSONResponse(who(request))
+
+    @requires_scope("write:bookings")
+    def write(request: Request) -> JSONResponse:
+        calls.append("write")
+        return JSONResponse(who(request), status_code=201)
+
+    @requires("authenticated")
+    async def logged_in(request: Request) -> JSONResponse:
+        calls.append("logged_in")
+        return JSONResponse(who(request))
+
+    @requires_scope("read:bookings")
+    async def socket(websocket: WebSocket) -> None:
+        calls.append("socket")
+        await websocket.accept()
+        await websocket.send_json(who(websocket))
+        await websocket.close()
+
+    async def open_socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(who(websocket))
+        await websocket.close()
+
+    session = Middleware(AuthenticationMiddleware, backend=CookieSessions())
+    keys = Middleware(ApiKeyMiddleware, authenticator=authenticator, rules=rules)
+    return Starlette(
+        routes=[
+            Route("/whoami", whoami),
+            Route("/bookings", read, methods=["GET"]),
+            Route("/bookings", write, methods=["POST"]),
+            Route("/logged-in", logged_in),
+            Route("/api/{rest:path}", whoami),
+            WebSocketRoute("/ws", socket),
+            WebSocketRoute("/ws-open", open_socket),
+        ],
+        middleware=[session, keys] if order == SESSION_OUTER else [keys, session],
+    )
+
+
+ALICE: Final = {"user": "alice", "scopes": ["authenticated", "write:bookings"], "key_user": None}
+KEY_USER: Final = {"user": "user_1", "scopes": ["read:bookings"], "key_user": "user_1"}
+
+
+@pytest.mark.parametrize("order", [SESSION_OUTER, KEY_OUTER])
+class TestNextToStarlettesAuthenticationMiddleware:
+    """Session login and API keys in one app: each backend's user survives the other, our
+    endpoints are decided by the key alone, in either order of the two middlewares."""
+
+    @pytest.fixture
+    def client(self, auth: Authenticator, order: str, calls: list[str]) -> Iterator[TestClient]:
+        with TestClient(coexisting_app(auth, order, calls)) as client:
+            yield client
+
+    def test_if_no_credentials_then_anonymous_and_our_endpoint_401(
+        self, client: TestClient, calls: list[str]
+    ) -> None:
+        assert client.get("/whoami").json() == {"user": None, "scopes": [], "key_user": None}
+        assert_error(client.get("/bookings"), 401, MISSING)
+        assert client.get("/logged-in").status_code == 403  # Starlette's own refusal
+        assert calls == ["whoami"]
+
+    def test_if_a_session_cookie_only_then_its_user_is_kept_and_our_endpoint_401(
+        self, client: TestClient, calls: list[str]
+    ) -> None:
+        """The other backend's session is not our credential: it never opens our endpoints."""
+        assert client.get("/whoami", headers=COOKIE).json() == ALICE
+        assert client.get("/logged-in", headers=COOKIE).json() == ALICE
+        assert_error(client.get("/bookings", headers=COOKIE), 401, MISSING)
+        assert_error(client.post("/bookings", headers=COOKIE), 401, MISSING)
+        assert calls == ["whoami", "logged_in"]
+
+    def test_if_a_key_only_then_our_endpoint_runs_with_the_keys_user(
+        self, client: TestClient, key: str, order: str
+    ) -> None:
+        assert client.get("/bookings", headers=bearer(key)).json() == KEY_USER
+        assert_error(client.post("/bookings", headers=bearer(key)), 403)
+        whoami = client.get("/whoami", headers=bearer(key)).json()
+        if order == SESSION_OUTER:  # ours runs last: the key's user is request.user everywhere
+            assert whoami == KEY_USER
+        else:  # Starlette's middleware runs last and always sets request.user (documented)
+            assert whoami == {"user": None, "scopes": [], "key_user": "user_1"}
+        # A key carries its scopes only, not the session side's "authenticated": it does not
+        # open the pages Starlette's requires("authenticated") keeps for logged-in users.
+        assert client.get("/logged-in", headers=bearer(key)).status_code == 403
+
+    def test_if_a_key_and_a_session_cookie_then_the_key_decides(
+        self, client: TestClient, key: str, writer: str, order: str, calls: list[str]
+    ) -> None:
+        both = {**bearer(key), **COOKIE}
+        # Our endpoints see the key's user, and the session's scopes never widen the key's.
+        assert client.get("/bookings", headers=both).json() == KEY_USER
+        assert_error(client.post("/bookings", headers=both), 403)
+        created = client.post("/bookings", headers={**bearer(writer), **COOKIE})  # sync
+        assert (created.status_code, created.json()["user"]) == (201, "user_1")
+        assert calls == ["read", "write"]
+        whoami = client.get("/whoami", headers=both).json()
+        logged_in = client.get("/logged-in", headers=both)
+        if order == SESSION_OUTER:  # the key decides everywhere: the session is ignored
+            assert whoami == KEY_USER
+            assert logged_in.status_code == 403
+        else:  # elsewhere, Starlette's middleware (inner) has the last word on request.user
+            assert whoami == {**ALICE, "key_user": "user_1"}
+            assert logged_in.json() == {**ALICE, "key_user": "user_1"}
+
+    def test_if_a_bad_key_and_a_good_session_cookie_then_401(
+        self, client: TestClient, key: str, calls: list[str]
+    ) -> None:
+        junk = {**bearer(key[:-1] + ("A" if key[-1] != "A" else "B")), **COOKIE}
+        for path in ("/whoami", "/bookings", "/logged-in"):
+            assert_error(client.get(path, headers=junk), 401, INVALID)
+        assert_error(client.post("/bookings", headers=junk), 401, INVALID)
+        assert calls == []
+
+    def test_if_a_rules_table_protects_a_path_then_a_session_cookie_does_not_open_it(
+        self, auth: Authenticator, key: str, order: str, calls: list[str]
+    ) -> None:
+        rules = Rules([Rule("/api/*", scopes=["read:bookings"])])
+        with TestClient(coexisting_app(auth, order, calls, rules)) as client:
+            assert_error(client.get("/api/x", headers=COOKIE), 401, MISSING)
+            assert client.get("/api/x", headers=bearer(key)).json()["key_user"] == "user_1"
+            assert client.get("/whoami", headers=COOKIE).json() == ALICE
+
+    def test_if_a_websocket_then_the_same_answers(
+        self, client: TestClient, key: str, order: str
+    ) -> None:
+        with client.websocket_connect("/ws-open", headers=COOKIE) as socket:
+            assert socket.receive_json() == ALICE
+        with client.websocket_connect("/ws", headers=bearer(key)) as socket:
+            assert socket.receive_json() == KEY_USER
+        with client.websocket_connect("/ws", headers={**bearer(key), **COOKIE}) as socket:
+            assert socket.receive_json() == KEY_USER
+        for headers in (COOKIE, {**bearer("sk_live_junk"), **COOKIE}):
+            with pytest.raises(WebSocketDisconnect) as refused:
+                with client.websocket_connect("/ws", headers=headers):
+                    pass  # pragma: no cover - never opens
+            assert refused.value.code == 1008
+
+    def test_if_our_middleware_is_missing_then_a_clear_error_and_the_endpoint_never_runs(
+        self, order: str, key: str, calls: list[str]
+    ) -> None:
+        """Only Starlette's middleware, with a session user (and even a key): fail closed."""
+
+        @requires_scope("read:bookings")
+        async def endpoint(request: Request) -> Response:
+            calls.append("endpoint")  # pragma: no cover - never runs
+            return Response()  # pragma: no cover
+
+        app = Starlette(
+            routes=[Route("/", endpoint)],
+            middleware=[Middleware(AuthenticationMiddleware, backend=CookieSessions())],
+        )
+        with TestClient(app) as client:
+            for headers in (COOKIE, {**bearer(key), **COOKIE}):
+                with pytest.raises(RuntimeError, match="ApiKeyMiddleware"):
+                    client.get("/", headers=headers)
+        assert calls == []
 
 
 # -- lifespan ---------------------------------------------------------------------------------
