@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import Rounds
+from harness import Rounds, cpu_seconds
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -306,6 +306,11 @@ def wait_ready(port: int, timeout: float = 15.0) -> None:
 
 def run_wrk(port: int, key: str | None, duration: int, connections: int) -> float:
     """Requests/s that ``wrk`` (one thread) reached; any non-2xx answer is an error."""
+    return wrk_counts(port, key, duration, connections)[0]
+
+
+def wrk_counts(port: int, key: str | None, duration: int, connections: int) -> tuple[float, int]:
+    """``(requests/s, requests)`` of one ``wrk`` run; any non-2xx answer is an error."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "2s"]
     if key is not None:
         command += ["-H", f"Authorization: Bearer {key}"]
@@ -315,8 +320,9 @@ def run_wrk(port: int, key: str | None, duration: int, connections: int) -> floa
     if non_2xx:
         raise RuntimeError(f"wrk saw {non_2xx.group(1)} error responses:\n{output}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
+    count = re.search(r"(\d+) requests in", output)
+    assert match and count, output
+    return float(match.group(1)), int(count.group(1))
 
 
 def have_wrk() -> bool:
@@ -326,9 +332,17 @@ def have_wrk() -> bool:
 HTTP_VARIANTS = (BARE, OURS, STARLETTE, CORE_ONLY)
 
 
-def measure_http(rounds: int = 15, duration: int = 2, connections: int = 32) -> Rounds:
+def measure_http(
+    rounds: int = 15, duration: int = 2, connections: int = 32
+) -> tuple[Rounds, Rounds]:
     """Requests/s of one uvicorn server per app under ``wrk``, the load alternating between them
-    in short bursts (shuffled each round). Needs ``wrk`` (Debian: ``apt-get install wrk``)."""
+    in short bursts (shuffled each round), and the server's CPU seconds per request in the same
+    bursts. Needs ``wrk`` (Debian: ``apt-get install wrk``).
+
+    The second figure is the steadier one on a busy machine: a server that other processes
+    keep off the CPU serves fewer requests, but spends the same CPU time on each. For a
+    server that is CPU-bound under load, ``bare CPU ÷ ours`` estimates ``ours rps ÷ bare``.
+    """
     if not have_wrk():
         raise RuntimeError("wrk is not installed (Debian: apt-get install -y wrk)")
     db, key = make_db()
@@ -341,11 +355,17 @@ def measure_http(rounds: int = 15, duration: int = 2, connections: int = 32) -> 
         for server in servers.values():
             wait_ready(server.port)
             run_wrk(server.port, key, 1, connections)  # warm up
-        measure = {
-            name: functools.partial(run_wrk, server.port, key, duration, connections)
-            for name, server in servers.items()
-        }
-        return Rounds(unit="requests/s").run(measure, rounds)
+        cpu = Rounds(unit="s/request")
+
+        def burst(name: str, server: Server) -> float:
+            before = cpu_seconds(server.process.pid)
+            rps, requests = wrk_counts(server.port, key, duration, connections)
+            spent = cpu_seconds(server.process.pid) - before
+            cpu.values.setdefault(name, []).append(spent / requests)
+            return rps
+
+        measure = {name: functools.partial(burst, name, server) for name, server in servers.items()}
+        return Rounds(unit="requests/s").run(measure, rounds), cpu
     finally:
         for server in servers.values():
             server.stop()
@@ -373,14 +393,20 @@ def main() -> None:
             to_bare, to_theirs = found.ratio(name, BARE), found.ratio(name, STARLETTE)
             print(f"| {name} | {to_bare.text()} | {to_theirs.text()} |")
     else:
-        found = measure_http(args.rounds, args.duration, args.connections)
+        found, cpu = measure_http(args.rounds, args.duration, args.connections)
         print(
             f"over HTTP: rounds={args.rounds} duration={args.duration}s "
             f"connections={args.connections} (uvicorn, httptools, uvloop, 1 worker; wrk -t1)"
         )
-        print("| variant | median requests/s | ratio to bare |\n|---|---:|---:|")
+        print(
+            "| variant | median requests/s | ratio to bare | server CPU per request | "
+            "bare CPU ÷ this |\n|---|---:|---:|---:|---:|"
+        )
         for name in found.values:
-            print(f"| {name} | {found.median(name):.0f} | {found.ratio(name, BARE).text()} |")
+            print(
+                f"| {name} | {found.median(name):.0f} | {found.ratio(name, BARE).text()} | "
+                f"{cpu.median(name) * 1e6:.1f} µs | {cpu.ratio(BARE, name).text()} |"
+            )
 
 
 if __name__ == "__main__":

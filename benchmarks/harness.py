@@ -8,10 +8,12 @@ one round slowed both sides of that round's ratio.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -74,3 +76,13 @@ class Ratio:
 
     def as_dict(self) -> dict[str, float]:
         return {"median": self.median, "q1": self.low, "q3": self.high, "rounds": self.rounds}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process's main thread (Linux): ``schedstat``'s nanoseconds on a CPU, or
+    ``stat``'s user + system ticks where ``schedstat`` is missing."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
 import re
 import shutil
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_asgi
 from bench_asgi import BARE, OURS, STARLETTE
+from harness import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "profiles"
@@ -62,12 +62,6 @@ def py_spy() -> str:
     if not Path(found).exists():
         sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def record(pid: int, seconds: int, rate: int, fmt: str, path: Path, native: bool = False) -> None:

@@ -197,7 +197,7 @@ def starlette_row(r: Rounds) -> Row:
     )
 
 
-def http_rows(r: Rounds | None, why: str = "") -> list[Row]:
+def http_rows(r: Rounds | None, cpu: Rounds | None, why: str = "") -> list[Row]:
     work_ours = (
         "uvicorn + httptools over HTTP: `ApiKeyMiddleware` + `requires_scope`, requests/s ÷ bare"
     )
@@ -208,8 +208,13 @@ def http_rows(r: Rounds | None, why: str = "") -> list[Row]:
             Row(work_theirs, "not measured", "", "(peer)", None, why),
         ]
     a = bench_asgi
+    assert cpu is not None
     ours, theirs = r.ratio(a.OURS, a.BARE), r.ratio(a.STARLETTE, a.BARE)
     first_step_only = 0.88 <= ours.median < 0.90
+
+    def by_cpu(name: str) -> str:
+        return f"{cpu.ratio(a.BARE, name).text()} ({cpu.ratio(a.BARE, name).spread()})"
+
     return [
         Row(
             work_ours,
@@ -219,7 +224,9 @@ def http_rows(r: Rounds | None, why: str = "") -> list[Row]:
             ours.median >= 0.88,
             f"bare {r.median(a.BARE):.0f} requests/s; Starlette's own {theirs.text()}; "
             f"the core alone {r.ratio(a.CORE_ONLY, a.BARE).text()}; ours ÷ Starlette's own "
-            f"{r.ratio(a.OURS, a.STARLETTE).text()}",
+            f"{r.ratio(a.OURS, a.STARLETTE).text()}. By server CPU per request (bare ÷ this, "
+            f"steadier on a busy machine): ours {by_cpu(a.OURS)}, Starlette's own "
+            f"{by_cpu(a.STARLETTE)}, the core alone {by_cpu(a.CORE_ONLY)}",
             "(0.88× step only)" if first_step_only else "",
         ),
         Row(
@@ -323,6 +330,7 @@ def run(settings: Settings, quick: bool, skip_http: bool) -> tuple[list[Row], di
     flask = step("flask", lambda: bench_wsgi.measure_flask(s.wsgi_rounds, s.wsgi_calls))
     drf = step("drf", lambda: bench_wsgi.measure_drf(s.wsgi_rounds, s.wsgi_calls))
     http: Rounds | None = None
+    http_cpu: Rounds | None = None
     why = ""
     if skip_http:
         why = "skipped (--no-http)"
@@ -330,7 +338,7 @@ def run(settings: Settings, quick: bool, skip_http: bool) -> tuple[list[Row], di
         why = "wrk is not installed (Debian: apt-get install -y wrk)"
         print(f"[run_all] HTTP rows not measured: {why}", file=sys.stderr)
     else:
-        http = step(
+        http, http_cpu = step(
             "uvicorn over HTTP",
             lambda: bench_asgi.measure_http(s.http_rounds, s.http_duration, s.http_connections),
         )
@@ -339,7 +347,7 @@ def run(settings: Settings, quick: bool, skip_http: bool) -> tuple[list[Row], di
     rows = [
         *core_rows(core),
         starlette_row(asgi),
-        *http_rows(http, why),
+        *http_rows(http, http_cpu, why),
         *wsgi_rows(flask, drf),
         memory_row(memory),
         *growth,
@@ -350,8 +358,9 @@ def run(settings: Settings, quick: bool, skip_http: bool) -> tuple[list[Row], di
         "flask": (flask, bench_wsgi.FLASK_BARE),
         "drf": (drf, bench_wsgi.DRF_OPEN),
     }
-    if http is not None:
+    if http is not None and http_cpu is not None:
         parts["uvicorn over HTTP"] = (http, bench_asgi.BARE)
+        parts["uvicorn over HTTP: server CPU per request"] = (http_cpu, bench_asgi.BARE)
     extra = {
         "bad_checksum_hashed": core.bad_checksum_hashed,
         "memory": asdict(memory),
@@ -380,7 +389,7 @@ def environment(settings: Settings, quick: bool, argv: list[str]) -> dict[str, A
             versions[name] = "absent"
     try:
         wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)  # noqa: S607
-        match = re.search(r"wrk ([\d.]+)", wrk.stdout + wrk.stderr)
+        match = re.search(r"wrk (?:debian/)?([\d.]+)", wrk.stdout + wrk.stderr)
         versions["wrk"] = match.group(1) if match else "?"
     except OSError:
         versions["wrk"] = "absent"
@@ -424,10 +433,12 @@ def provenance(env: dict[str, Any]) -> str:
     pk = env["packages"]
     dirty = " + uncommitted changes in skaala_auth/" if env["dirty"] else ""
     compiled = " (core compiled)" if env["compiled_core"] else ""
-    load = ", ".join(f"{x:.1f}" for x in env["load_average_start"])
+    start = ", ".join(f"{x:.1f}" for x in env["load_average_start"])
+    end = ", ".join(f"{x:.1f}" for x in env.get("load_average_end", ()))
     return (
         f"`{env['command']}` on {env['date']}: skaala_auth at {env['commit']}{dirty}{compiled}, "
-        f"Python {env['python']}, {env['cpus']} CPUs (load average at the start: {load}); "
+        f"Python {env['python']}, {env['cpus']} CPUs (load averages at the start: {start}; at the "
+        f"end: {end}); "
         f"Starlette {pk['starlette']}, uvicorn {pk['uvicorn']}, httptools {pk['httptools']}, "
         f"uvloop {pk['uvloop']}, wrk {pk['wrk']}, Flask {pk['flask']}, Django {pk['django']}, "
         f"DRF {pk['djangorestframework']}, djangorestframework-api-key "
@@ -438,7 +449,7 @@ def provenance(env: dict[str, Any]) -> str:
 def detail_tables(parts: dict[str, tuple[Rounds, str]]) -> str:
     out = []
     for title, (rounds, baseline) in parts.items():
-        unit = "requests/s" if rounds.unit == "requests/s" else "µs/call"
+        unit = {"requests/s": "requests/s", "s/request": "µs/request"}.get(rounds.unit, "µs/call")
         scale = 1.0 if rounds.unit == "requests/s" else 1e6
         out += [
             f"### {title} ({rounds.rounds} rounds)",
@@ -455,11 +466,27 @@ def detail_tables(parts: dict[str, tuple[Rounds, str]]) -> str:
     return "\n".join(out)
 
 
+def busy_warning(env: dict[str, Any]) -> str:
+    """A warning when other work shared the machine (1-minute load average above its CPUs)."""
+    loads = [env["load_average_start"][0], *env.get("load_average_end", ())[:1]]
+    cpus = env["cpus"] or 1
+    if max(loads) <= cpus:
+        return ""
+    return (
+        f"**The machine was busy during this run** (1-minute load average up to "
+        f"{max(loads):.1f} on {cpus} CPUs): other processes competed for the CPUs, so the "
+        "spread is wide; trust a row only as far as its quartiles agree, and prefer the HTTP "
+        "rows' CPU-per-request figures to their requests/s."
+    )
+
+
 def write(rows: list[Row], found: dict[str, Any], env: dict[str, Any], stem: Path) -> None:
     md = [
         "# Benchmark results (issue 16's table)",
         "",
         "Written by `benchmarks/run_all.py`; do not edit by hand. " + provenance(env),
+        "",
+        busy_warning(env),
         "",
         summary_table(rows),
         "",
@@ -502,7 +529,9 @@ def update_docs(rows: list[Row], env: dict[str, Any]) -> None:
         sys.exit(f"{DOCS}: the markers {BEGIN!r} … {END!r} are missing")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    block = f"{BEGIN}\n{summary_table(rows)}\n\nMeasured by {provenance(env)}\n{END}"
+    warning = busy_warning(env)
+    warning = f"\n\n{warning}" if warning else ""
+    block = f"{BEGIN}\n{summary_table(rows)}\n\nMeasured by {provenance(env)}{warning}\n{END}"
     DOCS.write_text(head + block + tail)
 
 
