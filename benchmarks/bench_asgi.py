@@ -64,6 +64,7 @@ RULES = "ApiKeyMiddleware + rules table"
 BAD_CHECKSUM = "ApiKeyMiddleware: invalid key (bad checksum) → 401"
 UNKNOWN = "ApiKeyMiddleware: unknown key (negative cache) → 401"
 NO_KEY = "ApiKeyMiddleware: no key → 401 from requires_scope"
+BUSY = "calibration: the bare app + busy_work() in the endpoint"
 BODY = {"data": [], "meta": {"total": 0}}
 
 
@@ -88,6 +89,20 @@ async def starlette_endpoint(request: Request) -> JSONResponse:
 
 @requires_scope(SCOPE)
 async def ours_endpoint(request: Request) -> JSONResponse:
+    return JSONResponse(BODY)
+
+
+def busy_work(rounds: int = 200) -> int:
+    """A fixed amount of pure-Python work (a few µs), to calibrate what added CPU work costs
+    a request over HTTP against what it costs alone (``profile_http.py``)."""
+    total = 0
+    for i in range(rounds):
+        total += i & 7
+    return total
+
+
+async def busy_endpoint(request: Request) -> JSONResponse:
+    busy_work()
     return JSONResponse(BODY)
 
 
@@ -153,6 +168,7 @@ def build_apps(key: str, auth: Authenticator) -> dict[str, Starlette]:
             routes=[Route("/bookings", bare_endpoint)],
             middleware=[Middleware(ApiKeyMiddleware, authenticator=auth, rules=rules)],
         ),
+        BUSY: Starlette(routes=[Route("/bookings", busy_endpoint)]),
     }
 
 
@@ -218,7 +234,7 @@ def measure_inprocess(rounds: int = 21, number: int = 3000) -> Rounds:
     bad_checksum = scope_for(f"Bearer {key[:-1]}{'A' if key[-1] != 'A' else 'B'}")
     unknown = scope_for(f"Bearer {generate_key()}")
     variants: dict[str, tuple[Any, dict[str, Any], int]] = {
-        name: (app, good, 200) for name, app in apps.items()
+        name: (app, good, 200) for name, app in apps.items() if name != BUSY
     }
     ours = apps[OURS]
     variants[BAD_CHECKSUM] = (ours, bad_checksum, 401)

@@ -1,18 +1,22 @@
 """Where a request's time goes under a real server, and what the in-process run does not see.
 
     .venv/bin/pip install py-spy                  # a profiling tool, not a project dependency
-    .venv/bin/python benchmarks/profile_http.py   # about 2 minutes; needs wrk too
+    .venv/bin/python benchmarks/profile_http.py   # about 4 minutes; needs wrk too
 
-For the bare app, Starlette's own ``AuthenticationMiddleware`` + ``requires`` and ours
-(``ApiKeyMiddleware`` + ``requires_scope``), each served by uvicorn (httptools, uvloop, one
+For the bare app, Starlette's own ``AuthenticationMiddleware`` + ``requires``, ours
+(``ApiKeyMiddleware`` + ``requires_scope``) and a calibration app (the bare app plus a fixed
+amount of pure-Python work in the endpoint), each served by uvicorn (httptools, uvloop, one
 worker) under ``wrk -t1 -c32`` as in ``bench_asgi.py http``, ``py-spy record`` samples the
-server for ``--duration`` seconds; ours is also profiled in process (the ASGI app called in a
-loop, as ``bench_asgi.py inprocess`` does). Writes to ``benchmarks/profiles/``:
+server in ``--rounds`` interleaved recordings of ``--duration`` seconds; ours is also profiled
+in process (the ASGI app called in a loop, as ``bench_asgi.py inprocess`` does). Writes to
+``benchmarks/profiles/``:
 
 - ``<name>.svg``: py-spy's flame graph of Python frames (a second recording, same load; the
   towers under ``Thread._bootstrap`` are idle worker threads);
-- ``<name>.txt``: the collapsed stacks behind the tables (py-spy ``raw``, with ``--native``: C
-  frames of uvloop, httptools, OpenSSL and the interpreter too);
+- ``<name>.txt.gz``: the collapsed stacks behind the tables (py-spy ``raw``, with ``--native``:
+  C frames of uvloop, httptools, OpenSSL and the interpreter too);
+- ``profiles.json``: requests and CPU seconds per profile (``--report-only`` rebuilds
+  ``profile.md`` from these two);
 - ``profile.md``: per profile, the share of CPU samples by layer and in µs of server CPU per
   request (samples × the process's CPU time ÷ the requests served while it was sampled), and
   the functions with the most self time.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gzip
 import json
 import random
 import re
@@ -44,12 +49,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_asgi
-from bench_asgi import BARE, OURS, STARLETTE
+from bench_asgi import BARE, BUSY, OURS, STARLETTE
 from harness import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "profiles"
-HTTP_NAMES = {BARE: "http-bare", STARLETTE: "http-starlette", OURS: "http-ours"}
+HTTP_NAMES = {
+    BARE: "http-bare",
+    STARLETTE: "http-starlette",
+    OURS: "http-ours",
+    BUSY: "http-bare-busy",
+}
 INPROCESS_NAME = "inprocess-ours"
 FRAME = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::(?P<line>\d+))?\)$")
 STDLIB = set(sys.stdlib_module_names)
@@ -97,8 +107,10 @@ class Profile:
 
 
 def read_stacks(path: Path) -> dict[tuple[str, ...], int]:
+    """Collapsed stacks (py-spy ``raw``), plain or gzipped (``.gz``)."""
     stacks: dict[tuple[str, ...], int] = collections.Counter()
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack:
             stacks[tuple(stack.split(";"))] += int(count)
@@ -296,7 +308,8 @@ def profile_all(args: argparse.Namespace) -> list[Profile]:
             server.stop()
     for profile in found.values():
         lines = [f"{';'.join(stack)} {count}" for stack, count in profile.stacks.items()]
-        (OUT / f"{profile.name}.txt").write_text("\n".join(sorted(lines)) + "\n")
+        data = ("\n".join(sorted(lines)) + "\n").encode()
+        (OUT / f"{profile.name}.txt.gz").write_bytes(gzip.compress(data, mtime=0))
     return [found[name] for name in [*HTTP_NAMES.values(), INPROCESS_NAME]]
 
 
@@ -347,6 +360,7 @@ def report(profiles: list[Profile], args: argparse.Namespace) -> str:
             f"| {p.name} | {p.requests} | {p.cpu_per_request_us:.1f} µs | {p.samples} | {p.busy} |"
         )
     lines += summary(profiles)
+    lines += steps_table(profiles)
     every = sorted({name for p in profiles for name in shares(p)})
     lines += [
         "",
@@ -406,11 +420,11 @@ def report(profiles: list[Profile], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+OURS_GROUP = "ours: core + adapter"
+PEER_GROUP = "Starlette's auth (the peer: AuthenticationMiddleware, backend, requires)"
 GROUPS = {
-    "ours: core + adapter": ("ours:",),
-    "Starlette's auth (the peer: AuthenticationMiddleware, backend, requires)": (
-        "starlette: AuthenticationMiddleware",
-    ),
+    OURS_GROUP: ("ours:",),
+    PEER_GROUP: ("starlette: AuthenticationMiddleware",),
     "starlette (app, routing, middleware stack, Request, response)": ("starlette:",),
     "the endpoint": ("the endpoint",),
     "uvicorn (Python)": ("uvicorn:",),
@@ -432,28 +446,120 @@ def grouped(profile: Profile) -> dict[str, float]:
 
 
 def summary(profiles: list[Profile]) -> list[str]:
-    """ours over HTTP against the bare app over HTTP and against ours in process."""
+    """µs per request by group in every profile, and what ours and Starlette's add over the
+    bare app, against what a known amount of added work (``busy_work``) adds."""
     by = {p.name: p for p in profiles}
-    needed = (HTTP_NAMES[BARE], HTTP_NAMES[STARLETTE], HTTP_NAMES[OURS], INPROCESS_NAME)
-    if not all(name in by for name in needed):
+    names = [*HTTP_NAMES.values(), INPROCESS_NAME]
+    if not all(name in by for name in names):
         return []
-    bare, theirs, ours, inproc = (grouped(by[name]) for name in needed)
+    groups = {name: grouped(by[name]) for name in names}
+    ours, inproc = groups[HTTP_NAMES[OURS]], groups[INPROCESS_NAME]
     lines = [
         "",
         "## Summary: µs of CPU per request by group",
         "",
-        "| group | http-bare | http-starlette | http-ours | inprocess-ours | http-ours ÷ "
-        "inprocess-ours |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| group | " + " | ".join(names) + " | http-ours ÷ inprocess-ours |",
+        "|---|" + "---:|" * (len(names) + 1),
     ]
     for group in GROUPS:
         ratio = f"{ours[group] / inproc[group]:.1f}×" if inproc[group] else ""
-        lines.append(
-            f"| {group} | {bare[group]:.1f} | {theirs[group]:.1f} | {ours[group]:.1f} | "
-            f"{inproc[group]:.1f} | {ratio} |"
-        )
-    totals = [sum(g.values()) for g in (bare, theirs, ours, inproc)]
-    lines.append("| **all** | " + " | ".join(f"{t:.1f}" for t in totals) + " | |")
+        cells = " | ".join(f"{groups[name][group]:.1f}" for name in names)
+        lines.append(f"| {group} | {cells} | {ratio} |")
+    totals = " | ".join(f"{by[name].cpu_per_request_us:.1f}" for name in names)
+    lines.append(f"| **all** (CPU per request) | {totals} | |")
+    bare = by[HTTP_NAMES[BARE]].cpu_per_request_us
+
+    def extra(name: str) -> float:
+        return by[HTTP_NAMES[name]].cpu_per_request_us - bare
+
+    busy_own = groups[HTTP_NAMES[BUSY]]["the endpoint"] - groups[HTTP_NAMES[BARE]]["the endpoint"]
+    lines += [
+        "",
+        f"Over http-bare: ours adds {extra(OURS):+.1f} µs of CPU per request, its own functions "
+        f"{ours[OURS_GROUP]:.1f} µs; Starlette's own adds {extra(STARLETTE):+.1f} µs, its auth "
+        f"{groups[HTTP_NAMES[STARLETTE]][PEER_GROUP]:.1f} µs; the calibration app adds "
+        f"{extra(BUSY):+.1f} µs, `busy_work()` itself {busy_own:.1f} µs. CPU per request is "
+        "measured per profile (separate processes): on a busy machine it moves by several µs "
+        "between runs, while the shares within one profile hold.",
+    ]
+    return lines
+
+
+#: The steps of our code, by the innermost skaala_auth function of a sample.
+STEPS: dict[str, tuple[str, ...]] = {
+    "checksum (well_formed_bytes: shape, CRC32, base62)": ("well_formed_bytes", "_checksum"),
+    "credential extraction (extract_key, _scheme, _bearer)": ("extract_key", "_scheme", "_bearer"),
+    "facts and requirement (RequestFacts ×2, requirement, Endpoint.bind)": (
+        "RequestFacts",
+        "requirement",
+        "Endpoint.",
+        "is_preflight",
+    ),
+    "cache read (KeyCache.peek)": ("KeyCache.",),
+    "decision (_finish, verify.decide, refusal, _settled)": (
+        "_finish",
+        "refusal",
+        "_settled",
+        "decide (",
+    ),
+    "poll for changes (_poll_async → asyncio.to_thread)": ("_poll",),
+    "Authenticator call layers (check_async, decide_async, decide: own lines)": ("Authenticator.",),
+    "adapter: ApiKeyMiddleware (__call__, _set_identity)": ("ApiKeyMiddleware.",),
+    "adapter: requires_scope (wrapper, _guard_found, _scope_of, _credentials, _granted)": (
+        "requires_scope",
+        "_guard",
+        "_scope_of",
+        "_credentials",
+        "_granted",
+    ),
+}
+SHA = "SHA-256 (OpenSSL: the hash object, update, digest, free)"
+
+
+def ours_steps(profile: Profile) -> dict[str, int]:
+    """Busy samples in our code by step (the SHA-256 by the C frames under the digest call)."""
+    steps: dict[str, int] = collections.Counter()
+    for stack, count in profile.stacks.items():
+        if is_other_thread(stack) or not layer(stack).startswith("ours"):
+            continue
+        inner = max(i for i, frame in enumerate(stack) if "skaala_auth/" in frame)
+        func, _ = parse(stack[inner])
+        func = "decide (" if func == "decide" else func  # verify.decide, not a method
+        below = " ".join(stack[inner + 1 :])
+        if "sha256" in below or "EVP_" in below or "hashopenssl" in below:
+            steps[SHA] += count
+            continue
+        for step, names in STEPS.items():
+            if func.startswith(names) or any(name in func for name in names):
+                steps[step] += count
+                break
+        else:
+            steps[f"other ({func})"] += count
+    return dict(steps)
+
+
+def steps_table(profiles: list[Profile]) -> list[str]:
+    chosen = [p for p in profiles if p.name in (HTTP_NAMES[OURS], INPROCESS_NAME)]
+    counted = [ours_steps(p) for p in chosen]
+    names = sorted({n for c in counted for n in c}, key=lambda n: -counted[0].get(n, 0))
+    lines = [
+        "",
+        "## Our code by step (share of the profile's busy samples · µs per request)",
+        "",
+        "| step | " + " | ".join(p.name for p in chosen) + " |",
+        "|---|" + "---:|" * len(chosen),
+    ]
+    for name in names:
+        cells = []
+        for c, p in zip(counted, chosen, strict=True):
+            n = c.get(name, 0)
+            cells.append(f"{n / p.busy:.1%} · {n / p.busy * p.cpu_per_request_us:.2f}" if n else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    totals = []
+    for c, p in zip(counted, chosen, strict=True):
+        n = sum(c.values())
+        totals.append(f"{n / p.busy:.1%} · {n / p.busy * p.cpu_per_request_us:.2f}")
+    lines.append("| **all of our code** | " + " | ".join(totals) + " |")
     return lines
 
 
@@ -472,14 +578,31 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=25, help="rows of each self-time table")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite profile.md from the saved profiles"
+    )
     args = parser.parse_args()
     py_spy()
-    if not bench_asgi.have_wrk():
-        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
-    OUT.mkdir(exist_ok=True)
-    profiles = profile_all(args)
+    saved = OUT / "profiles.json"
+    if args.report_only:
+        data = json.loads(saved.read_text())
+        vars(args).update(data["args"])
+        profiles = [
+            Profile(name, d["requests"], d["cpu"], read_stacks(OUT / f"{name}.txt.gz"))
+            for name, d in data["profiles"].items()
+        ]
+    else:
+        if not bench_asgi.have_wrk():
+            sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+        OUT.mkdir(exist_ok=True)
+        profiles = profile_all(args)
+        data = {
+            "args": {k: vars(args)[k] for k in ("rounds", "duration", "rate", "connections")},
+            "profiles": {p.name: {"requests": p.requests, "cpu": p.cpu} for p in profiles},
+        }
+        saved.write_text(json.dumps(data, indent=1) + "\n")
     (OUT / "profile.md").write_text(report(profiles, args))
-    print(f"written: {OUT}/profile.md and the .svg/.txt files beside it")
+    print(f"written: {OUT}/profile.md and the .svg/.txt.gz files beside it")
 
 
 if __name__ == "__main__":
