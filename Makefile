@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quick profile clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,19 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict skaala_auth
 
+# Every row of docs/performance.md's table in one run (about 6 minutes; it rewrites that table
+# and benchmarks/results.md). The HTTP rows need wrk (Debian: apt-get install -y wrk); without
+# it they are reported as not measured. Not part of CI.
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/run_all.py --docs
+
+bench-quick: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_all.py --quick
+
+# py-spy flame graphs of uvicorn serving each app under wrk (benchmarks/profiles/); needs wrk and
+# py-spy (pip install py-spy: a profiling tool, not a project dependency).
+profile: $(BIN)/.installed
+	$(BIN)/python benchmarks/profile_http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -21,16 +21,20 @@ import argparse
 import asyncio
 import functools
 import os
-import random
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import Rounds, cpu_seconds
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -45,13 +49,22 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, generate_key
+from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, SQLiteKeyStore, generate_key
+from skaala_auth.flow import RequestFacts
 from skaala_auth.rules import Rule, Rules
 from skaala_auth.starlette import ApiKeyMiddleware, requires_scope
 
 SCOPE = "read:bookings"
-CORE_ONLY = "reference: the core alone (check_request_async, nothing set)"
-CORE_AND_WRAPPER = "reference: the core alone + a pass-through endpoint decorator"
+BARE = "bare"
+OURS = "ApiKeyMiddleware + requires_scope"
+STARLETTE = "starlette AuthenticationMiddleware (dict backend) + requires"
+CORE_ONLY = "reference: the core alone (decide_async(RequestFacts), nothing set)"
+BASE_HTTP = "BaseHTTPMiddleware (no-op)"
+RULES = "ApiKeyMiddleware + rules table"
+BAD_CHECKSUM = "ApiKeyMiddleware: invalid key (bad checksum) → 401"
+UNKNOWN = "ApiKeyMiddleware: unknown key (negative cache) → 401"
+NO_KEY = "ApiKeyMiddleware: no key → 401 from requires_scope"
+BUSY = "calibration: the bare app + busy_work() in the endpoint"
 BODY = {"data": [], "meta": {"total": 0}}
 
 
@@ -79,6 +92,20 @@ async def ours_endpoint(request: Request) -> JSONResponse:
     return JSONResponse(BODY)
 
 
+def busy_work(rounds: int = 200) -> int:
+    """A fixed amount of pure-Python work (a few µs), to calibrate what added CPU work costs
+    a request over HTTP against what it costs alone (``profile_http.py``)."""
+    total = 0
+    for i in range(rounds):
+        total += i & 7
+    return total
+
+
+async def busy_endpoint(request: Request) -> JSONResponse:
+    busy_work()
+    return JSONResponse(BODY)
+
+
 class DictBackend(AuthenticationBackend):
     """Starlette's documented pattern with the cheapest possible look-up: a dict, no hashing."""
 
@@ -97,33 +124,20 @@ class DictBackend(AuthenticationBackend):
 
 
 class CoreOnly:
-    """Reference: a pure ASGI middleware that only calls the core (the non-raising
-    ``check_request_async``, as ``ApiKeyMiddleware`` does) and sets nothing: what the core alone
-    costs per request."""
+    """Reference: a pure ASGI middleware that only calls the core as ``ApiKeyMiddleware`` does
+    (the non-raising ``decide_async`` on the request's facts, no requirement) and sets nothing:
+    what the core alone costs per request."""
 
     def __init__(self, app: Any, authenticator: Authenticator) -> None:
-        self.app, self.check = app, authenticator.check_request_async
+        self.app, self.decide = app, authenticator.decide_async
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            await self.check(
-                scope["headers"],
-                required_scopes=(SCOPE,),
-                query_string=scope["query_string"],
-                required=False,
+            facts = RequestFacts(
+                scope["method"], scope["path"], scope["headers"], scope["query_string"]
             )
+            await self.decide(facts)
         await self.app(scope, receive, send)
-
-
-def passthrough(endpoint: Any) -> Any:
-    """Reference: the cheapest possible endpoint decorator (an async wrapper that checks
-    nothing), the floor under any ``@requires_scope``-style check."""
-
-    @functools.wraps(endpoint)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await endpoint(*args, **kwargs)
-
-    return wrapper
 
 
 class NoOp(BaseHTTPMiddleware):
@@ -134,8 +148,8 @@ class NoOp(BaseHTTPMiddleware):
 def build_apps(key: str, auth: Authenticator) -> dict[str, Starlette]:
     rules = Rules([Rule("/bookings", scopes=[SCOPE])])
     return {
-        "bare": Starlette(routes=[Route("/bookings", bare_endpoint)]),
-        "starlette AuthenticationMiddleware + requires": Starlette(
+        BARE: Starlette(routes=[Route("/bookings", bare_endpoint)]),
+        STARLETTE: Starlette(
             routes=[Route("/bookings", starlette_endpoint)],
             middleware=[Middleware(AuthenticationMiddleware, backend=DictBackend({key: (SCOPE,)}))],
         ),
@@ -143,21 +157,18 @@ def build_apps(key: str, auth: Authenticator) -> dict[str, Starlette]:
             routes=[Route("/bookings", bare_endpoint)],
             middleware=[Middleware(CoreOnly, authenticator=auth)],
         ),
-        CORE_AND_WRAPPER: Starlette(
-            routes=[Route("/bookings", passthrough(bare_endpoint))],
-            middleware=[Middleware(CoreOnly, authenticator=auth)],
-        ),
-        "BaseHTTPMiddleware (no-op)": Starlette(
+        BASE_HTTP: Starlette(
             routes=[Route("/bookings", bare_endpoint)], middleware=[Middleware(NoOp)]
         ),
-        "ApiKeyMiddleware + requires_scope": Starlette(
+        OURS: Starlette(
             routes=[Route("/bookings", ours_endpoint)],
             middleware=[Middleware(ApiKeyMiddleware, authenticator=auth)],
         ),
-        "ApiKeyMiddleware + rules table": Starlette(
+        RULES: Starlette(
             routes=[Route("/bookings", bare_endpoint)],
             middleware=[Middleware(ApiKeyMiddleware, authenticator=auth, rules=rules)],
         ),
+        BUSY: Starlette(routes=[Route("/bookings", busy_endpoint)]),
     }
 
 
@@ -204,7 +215,17 @@ async def time_requests(app: Any, template: dict[str, Any], status: int, number:
     return elapsed / number
 
 
-async def inprocess(rounds: int, number: int) -> None:
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (as the HTTP servers run), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def measure_inprocess(rounds: int = 21, number: int = 3000) -> Rounds:
+    """Seconds per request of every app, interleaved in rounds (ratios: to ``BARE``)."""
     store = MemoryKeyStore()
     key = make_key(store)
     auth = Authenticator(store, last_used_interval=3600)
@@ -213,42 +234,24 @@ async def inprocess(rounds: int, number: int) -> None:
     bad_checksum = scope_for(f"Bearer {key[:-1]}{'A' if key[-1] != 'A' else 'B'}")
     unknown = scope_for(f"Bearer {generate_key()}")
     variants: dict[str, tuple[Any, dict[str, Any], int]] = {
-        name: (app, good, 200) for name, app in apps.items()
+        name: (app, good, 200) for name, app in apps.items() if name != BUSY
     }
-    ours = apps["ApiKeyMiddleware + requires_scope"]
-    variants["ApiKeyMiddleware: invalid key (bad checksum) → 401"] = (ours, bad_checksum, 401)
-    variants["ApiKeyMiddleware: unknown key (negative cache) → 401"] = (ours, unknown, 401)
-    variants["ApiKeyMiddleware: no key, anonymous → 401 from requires_scope"] = (
-        ours,
-        scope_for(None),
-        401,
-    )
-    for app, template, status in variants.values():  # warm up: caches, imports, code paths
-        await time_requests(app, template, status, 200)
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
-    bare_times: list[float] = []
-    names = list(variants)
-    for _ in range(rounds):
-        random.shuffle(names)
-        times = {name: await time_requests(*variants[name], number) for name in names}
-        bare_times.append(times["bare"])
-        for name, seconds in times.items():
-            ratios[name].append(seconds / times["bare"])
-    targets = {
-        "ApiKeyMiddleware + requires_scope": "≤ 1.35×",
-        "starlette AuthenticationMiddleware + requires": "(≈ 1.46× where the targets were set)",
-        "BaseHTTPMiddleware (no-op)": "(≈ 12× where the targets were set)",
-        "ApiKeyMiddleware: invalid key (bad checksum) → 401": "≤ 0.3×",
-        "ApiKeyMiddleware: unknown key (negative cache) → 401": "",
-    }
-    print(
-        f"in process: rounds={rounds} number={number}; bare request = "
-        f"{statistics.median(bare_times) * 1e6:.1f} µs (median)"
-    )
-    print("| variant | median ratio to the bare request | target |\n|---|---:|---|")
-    for name in variants:
-        print(f"| {name} | {statistics.median(ratios[name]):.2f}× | {targets.get(name, '')} |")
-    auth.close()
+    ours = apps[OURS]
+    variants[BAD_CHECKSUM] = (ours, bad_checksum, 401)
+    variants[UNKNOWN] = (ours, unknown, 401)
+    variants[NO_KEY] = (ours, scope_for(None), 401)
+    loop = new_loop()
+    try:
+        for app, template, status in variants.values():  # warm up: caches, code paths
+            loop.run_until_complete(time_requests(app, template, status, 200))
+
+        def timer(name: str) -> Callable[[], float]:
+            return lambda: loop.run_until_complete(time_requests(*variants[name], number))
+
+        return Rounds().run({name: timer(name) for name in variants}, rounds)
+    finally:
+        loop.close()
+        auth.close()
 
 
 # -- over HTTP --------------------------------------------------------------------------------
@@ -265,10 +268,39 @@ uvicorn.run(serve_app({variant!r}, {key!r}, {db!r}), host="127.0.0.1", port={por
 
 def serve_app(variant: str, key: str, db: str) -> Starlette:
     """The app a benchmark server runs (the key store is rebuilt from a shared SQLite file)."""
-    from skaala_auth import SQLiteKeyStore
-
     auth = Authenticator(SQLiteKeyStore(db), last_used_interval=3600)
     return build_apps(key, auth)[variant]
+
+
+def make_db() -> tuple[str, str]:
+    """A SQLite key store file with one key, for servers in other processes: ``(path, key)``."""
+    db = os.path.join(tempfile.mkdtemp(), "bench.db")
+    store = SQLiteKeyStore(db)
+    key = make_key(store)  # type: ignore[arg-type]
+    store.close()
+    return db, key
+
+
+def start_server(variant: str, key: str, db: str, prefix: tuple[str, ...] = ()) -> Server:
+    """A uvicorn process serving ``variant`` on a free port (``prefix``: e.g. a profiler)."""
+    port = free_port()
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    code = SERVER.format(bench_dir=bench_dir, variant=variant, key=key, db=db, port=port)
+    process = subprocess.Popen([*prefix, sys.executable, "-c", code])  # noqa: S603
+    return Server(process, port)
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process, self.port = process, port
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def free_port() -> int:
@@ -288,74 +320,71 @@ def wait_ready(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def run_wrk(port: int, key: str, duration: int, connections: int) -> float:
-    command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "2s",
-        "-H", f"Authorization: Bearer {key}", f"http://127.0.0.1:{port}/bookings",
-    ]  # fmt: skip
+def run_wrk(port: int, key: str | None, duration: int, connections: int) -> float:
+    """Requests/s that ``wrk`` (one thread) reached; any non-2xx answer is an error."""
+    return wrk_counts(port, key, duration, connections)[0]
+
+
+def wrk_counts(port: int, key: str | None, duration: int, connections: int) -> tuple[float, int]:
+    """``(requests/s, requests)`` of one ``wrk`` run; any non-2xx answer is an error."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "2s"]
+    if key is not None:
+        command += ["-H", f"Authorization: Bearer {key}"]
+    command.append(f"http://127.0.0.1:{port}/bookings")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout  # noqa: S603
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non_2xx:
         raise RuntimeError(f"wrk saw {non_2xx.group(1)} error responses:\n{output}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
+    count = re.search(r"(\d+) requests in", output)
+    assert match and count, output
+    return float(match.group(1)), int(count.group(1))
 
 
-def http(rounds: int, duration: int, connections: int) -> None:
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
-    import tempfile
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
 
-    from skaala_auth import SQLiteKeyStore
 
-    db = os.path.join(tempfile.mkdtemp(), "bench.db")
-    store = SQLiteKeyStore(db)
-    key = make_key(store)  # type: ignore[arg-type]
-    store.close()
-    ours = "ApiKeyMiddleware + requires_scope"
-    variants = [
-        "bare",
-        ours,
-        "starlette AuthenticationMiddleware + requires",
-        CORE_ONLY,
-    ]
-    bench_dir = os.path.dirname(os.path.abspath(__file__))
+HTTP_VARIANTS = (BARE, OURS, STARLETTE, CORE_ONLY)
+
+
+def measure_http(
+    rounds: int = 15, duration: int = 2, connections: int = 32
+) -> tuple[Rounds, Rounds]:
+    """Requests/s of one uvicorn server per app under ``wrk``, the load alternating between them
+    in short bursts (shuffled each round), and the server's CPU seconds per request in the same
+    bursts. Needs ``wrk`` (Debian: ``apt-get install wrk``).
+
+    The second figure is the steadier one on a busy machine: a server that other processes
+    keep off the CPU serves fewer requests, but spends the same CPU time on each. For a
+    server that is CPU-bound under load, ``bare CPU ÷ ours`` estimates ``ours rps ÷ bare``.
+    """
+    if not have_wrk():
+        raise RuntimeError("wrk is not installed (Debian: apt-get install -y wrk)")
+    db, key = make_db()
     # Every server runs for the whole benchmark (idle when not under load) and the load
     # alternates between them in short bursts, so slow drifts of the machine hit all alike.
-    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    servers: dict[str, Server] = {}
     try:
-        for name in variants:
-            port = free_port()
-            code = SERVER.format(bench_dir=bench_dir, variant=name, key=key, db=db, port=port)
-            servers[name] = (subprocess.Popen([sys.executable, "-c", code]), port)  # noqa: S603
-        for _, port in servers.values():
-            wait_ready(port)
-            run_wrk(port, key, 1, connections)  # warm up
-        rps: dict[str, list[float]] = {name: [] for name in variants}
-        ratios: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(rounds):
-            order = variants[:]
-            random.shuffle(order)
-            measured = {
-                name: run_wrk(servers[name][1], key, duration, connections) for name in order
-            }
-            for name, value in measured.items():
-                rps[name].append(value)
-                ratios[name].append(value / measured["bare"])
+        for name in HTTP_VARIANTS:
+            servers[name] = start_server(name, key, db)
+        for server in servers.values():
+            wait_ready(server.port)
+            run_wrk(server.port, key, 1, connections)  # warm up
+        cpu = Rounds(unit="s/request")
+
+        def burst(name: str, server: Server) -> float:
+            before = cpu_seconds(server.process.pid)
+            rps, requests = wrk_counts(server.port, key, duration, connections)
+            spent = cpu_seconds(server.process.pid) - before
+            cpu.values.setdefault(name, []).append(spent / requests)
+            return rps
+
+        measure = {name: functools.partial(burst, name, server) for name, server in servers.items()}
+        return Rounds(unit="requests/s").run(measure, rounds), cpu
     finally:
-        for server, _ in servers.values():
-            server.terminate()
-            server.wait(timeout=15)
-    print(
-        f"over HTTP: rounds={rounds} duration={duration}s connections={connections} "
-        "(uvicorn, httptools, uvloop, 1 worker; wrk -t1)"
-    )
-    print("| variant | median requests/s | median ratio to bare | target |\n|---|---:|---:|---|")
-    targets = {ours: "≥ 0.90×"}
-    for name in variants:
-        ratio, median_rps = statistics.median(ratios[name]), statistics.median(rps[name])
-        print(f"| {name} | {median_rps:.0f} | {ratio:.2f}× | {targets.get(name, '')} |")
+        for server in servers.values():
+            server.stop()
 
 
 def main() -> None:
@@ -370,14 +399,30 @@ def main() -> None:
     two.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     if args.part == "inprocess":
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(inprocess(args.rounds, args.number))
-        else:
-            uvloop.run(inprocess(args.rounds, args.number))
+        found = measure_inprocess(args.rounds, args.number)
+        print(
+            f"in process: rounds={args.rounds} number={args.number}; bare request = "
+            f"{found.median(BARE) * 1e6:.1f} µs (median)"
+        )
+        print("| variant | ÷ the bare request | ÷ Starlette's own |\n|---|---:|---:|")
+        for name in found.values:
+            to_bare, to_theirs = found.ratio(name, BARE), found.ratio(name, STARLETTE)
+            print(f"| {name} | {to_bare.text()} | {to_theirs.text()} |")
     else:
-        http(args.rounds, args.duration, args.connections)
+        found, cpu = measure_http(args.rounds, args.duration, args.connections)
+        print(
+            f"over HTTP: rounds={args.rounds} duration={args.duration}s "
+            f"connections={args.connections} (uvicorn, httptools, uvloop, 1 worker; wrk -t1)"
+        )
+        print(
+            "| variant | median requests/s | ratio to bare | server CPU per request | "
+            "bare CPU ÷ this |\n|---|---:|---:|---:|---:|"
+        )
+        for name in found.values:
+            print(
+                f"| {name} | {found.median(name):.0f} | {found.ratio(name, BARE).text()} | "
+                f"{cpu.median(name) * 1e6:.1f} µs | {cpu.ratio(BARE, name).text()} |"
+            )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ djangorestframework-api-key's ``HasAPIKey`` (one ORM query per request).
 from __future__ import annotations
 
 import argparse
+import functools
 import io
-import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -26,8 +25,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import Rounds
+
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, generate_key
 from skaala_auth.credentials import environ_headers
+
+FLASK_BARE = "flask bare view"
+FLASK_CORE = "flask reference: the core alone (authenticate before the bare app)"
+FLASK_OURS = "flask @requires_scope, cached key"
+FLASK_MALFORMED = "flask malformed key (401)"
+FLASK_UNKNOWN = "flask unknown key (401, negative cache)"
+DRF_OPEN = "drf AllowAny"
+DRF_CORE = "drf reference: the core alone (authenticate in a permission)"
+DRF_OURS = "drf HasScopes (skaala_auth), cached key"
+DRF_OURS_USER = "drf ApiKeyAuthentication + HasScopes, cached key"
+DRF_THEIRS = "drf HasAPIKey (djangorestframework-api-key)"
 
 Environ = dict[str, Any]
 App = Callable[[Environ, Any], Iterable[bytes]]
@@ -57,25 +69,28 @@ def timed(app: App, base: Environ, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def interleave(
-    variants: dict[str, tuple[App, Environ]], baseline: str, rounds: int, calls: int
-) -> dict[str, tuple[float, float]]:
-    """``{name: (median per-round ratio to baseline, median µs per call)}``."""
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
-    micros: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for name in names:  # warm-up: caches filled, code paths hot
-        timed(*variants[name], calls)
-    for _ in range(rounds):
-        random.shuffle(names)
-        seconds = {name: timed(*variants[name], calls) for name in names}
-        for name in names:
-            ratios[name].append(seconds[name] / seconds[baseline])
-            micros[name].append(seconds[name] * 1e6)
-    return {
-        name: (statistics.median(ratios[name]), statistics.median(micros[name]))
-        for name in variants
+def interleave(variants: dict[str, tuple[App, Environ]], rounds: int, calls: int) -> Rounds:
+    """Seconds per call of every variant, interleaved in rounds, after one warm-up pass."""
+    check_statuses(variants)
+    for app, base in variants.values():  # warm-up: caches filled, code paths hot
+        timed(app, base, calls)
+    measure = {
+        name: functools.partial(timed, app, base, calls) for name, (app, base) in variants.items()
     }
+    return Rounds().run(measure, rounds)
+
+
+def check_statuses(variants: dict[str, tuple[App, Environ]]) -> None:
+    """Each variant answers as intended (200, or 401 for the refusal rows)."""
+    for name, (app, base) in variants.items():
+        statuses: list[str] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            statuses.append(status)  # noqa: B023 - called before the loop moves on
+
+        list(app(base.copy(), start_response))
+        expected = "401" if "(401" in name else "200"
+        assert statuses[0].startswith(expected), (name, statuses)
 
 
 def _keys() -> tuple[MemoryKeyStore, str]:
@@ -108,32 +123,29 @@ def flask_variants() -> dict[str, tuple[App, Environ]]:
         return {"team_id": team_id}
 
     def core_only(environ: Environ, start_response: Any) -> Iterable[bytes]:
-        """Reference: the core alone in front of the bare app (the call the adapter makes,
-        nothing set, no decorator)."""
-        auth.check_request(
-            environ_headers(environ),
-            required_scopes=("read:bookings",),
-            team_id="team_1",
-            query_string=environ.get("QUERY_STRING"),
+        """Reference: the core alone in front of the bare app (a key checked for the view's
+        scope and team, nothing set, no decorator)."""
+        auth.authenticate(
+            environ_headers(environ), required_scopes=("read:bookings",), team_id="team_1"
         )
         return bare(environ, start_response)
 
     path = "/teams/team_1/bookings"
     return {
-        "flask bare view": (bare, environ(path, {})),
-        "flask reference: the core alone (check_request before the bare app)": (
+        FLASK_BARE: (bare, environ(path, {})),
+        FLASK_CORE: (
             core_only,
             environ(path, {"Authorization": f"Bearer {key}"}),
         ),
-        "flask @requires_scope, cached key": (
+        FLASK_OURS: (
             protected,
             environ(path, {"Authorization": f"Bearer {key}"}),
         ),
-        "flask malformed key (401)": (
+        FLASK_MALFORMED: (
             protected,
             environ(path, {"Authorization": "Bearer sk_live_nope"}),
         ),
-        "flask unknown key (401, negative cache)": (
+        FLASK_UNKNOWN: (
             protected,
             environ(path, {"Authorization": f"Bearer {generate_key()}"}),
         ),
@@ -198,12 +210,10 @@ def drf_variants() -> dict[str, tuple[App, Environ]]:
         """Reference: the core alone (the call the adapter makes, nothing set)."""
 
         def has_permission(self, request: Request, view: Any) -> bool:
-            meta = request._request.META
-            auth.check_request(
-                environ_headers(meta),
+            auth.authenticate(
+                environ_headers(request._request.META),
                 required_scopes=("read:bookings",),
                 team_id=view.kwargs.get("team_id"),
-                query_string=meta.get("QUERY_STRING"),
             )
             return True
 
@@ -219,24 +229,33 @@ def drf_variants() -> dict[str, tuple[App, Environ]]:
     ]
     app = get_wsgi_application()
     return {
-        "drf AllowAny": (app, environ("/open/team_1/bookings", {})),
-        "drf reference: the core alone (check_request in a permission)": (
+        DRF_OPEN: (app, environ("/open/team_1/bookings", {})),
+        DRF_CORE: (
             app,
             environ("/core/team_1/bookings", {"Authorization": f"Bearer {key}"}),
         ),
-        "drf HasScopes (skaala_auth), cached key": (
+        DRF_OURS: (
             app,
             environ("/ours/team_1/bookings", {"Authorization": f"Bearer {key}"}),
         ),
-        "drf ApiKeyAuthentication + HasScopes, cached key": (
+        DRF_OURS_USER: (
             app,
             environ("/user/team_1/bookings", {"Authorization": f"Bearer {key}"}),
         ),
-        "drf HasAPIKey (djangorestframework-api-key)": (
+        DRF_THEIRS: (
             app,
             environ("/theirs/team_1/bookings", {"Authorization": f"Api-Key {their_key}"}),
         ),
     }
+
+
+def measure_flask(rounds: int = 40, calls: int = 400) -> Rounds:
+    return interleave(flask_variants(), rounds, calls)
+
+
+def measure_drf(rounds: int = 40, calls: int = 400) -> Rounds:
+    """DRF and djangorestframework-api-key (configures Django: once per process)."""
+    return interleave(drf_variants(), rounds, calls)
 
 
 def main() -> None:
@@ -244,27 +263,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=400)
     args = parser.parse_args()
-    rows = []
-    for variants, baseline in (
-        (flask_variants(), "flask bare view"),
-        (drf_variants(), "drf AllowAny"),
-    ):
-        for name, (app, base) in variants.items():  # each variant answers as intended
-            statuses: list[str] = []
-
-            def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
-                statuses.append(status)  # noqa: B023 - called before the loop moves on
-
-            list(app(base.copy(), start_response))
-            expected = "401" if "key (401" in name else "200"
-            assert statuses[0].startswith(expected), (name, statuses)
-        results = interleave(variants, baseline, args.rounds, args.calls)
-        rows += [(name, *results[name], baseline) for name in variants]
     print(f"python {sys.version.split()[0]}, {args.rounds} rounds x {args.calls} calls\n")
     print("| variant | µs/call (median) | ratio to baseline (median of rounds) | baseline |")
     print("|---|---:|---:|---|")
-    for name, ratio, micros, baseline in rows:
-        print(f"| {name} | {micros:.1f} | {ratio:.3f}× | {baseline} |")
+    for found, baseline in (
+        (measure_flask(args.rounds, args.calls), FLASK_BARE),
+        (measure_drf(args.rounds, args.calls), DRF_OPEN),
+    ):
+        for name in found.values:
+            ratio = found.ratio(name, baseline).text(3)
+            print(f"| {name} | {found.median(name) * 1e6:.1f} | {ratio} | {baseline} |")
+    theirs = found.ratio(DRF_THEIRS, DRF_OURS).text()
+    print(f"\nDRF: HasScopes throughput ÷ HasAPIKey throughput: {theirs}")
 
 
 if __name__ == "__main__":
