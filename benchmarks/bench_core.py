@@ -16,6 +16,10 @@ Baselines:
 Entry points: ``verify(key)`` (key string, raises), ``authenticate(headers)`` (raises) and
 ``decide(RequestFacts)`` (returns the refusal). Refusals are measured through ``decide``, with
 the facts built once outside the timed loop; the ``verify`` refusal rows catch the exception.
+Two internal rows show what the faces add: ``Flow.start`` (the per-key step every face runs, no
+clock read, no poll check: what ``check(key)`` was before the rewrite) and a miss whose load runs
+in the caller's thread (``KeyLoader._fetch``) instead of a worker thread: the price of
+``store_timeout`` on the sync path.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from skaala_auth import (
     SQLiteKeyStore,
     generate_key,
 )
-from skaala_auth.flow import RequestFacts
+from skaala_auth.flow import Load, RequestFacts
 
 SCOPES = ("read:bookings",)
 BASELINE = "one SHA-256 call"
@@ -56,6 +60,9 @@ UNKNOWN = "decide(RequestFacts), unknown well-formed key (negative cache)"
 VERIFY_BAD = "verify(key) raises (caught), malformed: bad checksum"
 VERIFY_UNKNOWN = "verify(key) raises (caught), unknown well-formed key"
 MISS = "verify(key), miss against SQLite (cache off)"
+FLOW_HIT = "the flow's key step (Flow.start), cached hit"
+FLOW_BAD = "the flow's key step (Flow.start), malformed: bad checksum"
+MISS_INLINE = "the same miss with the load run in the caller's thread (no store_timeout)"
 QUERY = "the indexed query alone (execute + fetchone)"
 
 #: The store's look-up by digest, as ``SQLiteKeyStore.find_key`` runs it (the key row joined
@@ -176,6 +183,15 @@ def measure(rounds: int = 25, number: int = 20_000) -> CoreResults:
         return reader.execute(INDEXED_QUERY, (stored,)).fetchone()
 
     decide = auth.decide
+    flow_start = auth._flow.start
+    now = auth.clock()
+
+    def miss_inline() -> object:
+        flow = uncached._flow
+        step = flow.start(sqlite_key, SCOPES, None, now)
+        assert isinstance(step, Load)
+        return flow.resume(step, uncached._loader._fetch(step), now)
+
     calls: dict[str, Callable[[], object]] = {
         BASELINE: lambda: hashlib.sha256(key40.encode()).digest(),
         FLOOR: floor,
@@ -188,12 +204,15 @@ def measure(rounds: int = 25, number: int = 20_000) -> CoreResults:
         VERIFY_BAD: raising(bad_checksum),
         VERIFY_UNKNOWN: raising(unknown),
         MISS: lambda: uncached.verify(sqlite_key, required_scopes=SCOPES),
+        MISS_INLINE: miss_inline,
+        FLOW_HIT: lambda: flow_start(key, SCOPES, None, now),
+        FLOW_BAD: lambda: flow_start(bad_checksum, (), None, now),
         QUERY: query,
     }
     sqlite_number = max(number // 20, 50)
 
     def timer(name: str, call: Callable[[], object]) -> Callable[[], float]:
-        count = sqlite_number if name in (MISS, QUERY) else number
+        count = sqlite_number if name in (MISS, MISS_INLINE, QUERY) else number
         return lambda: timeit.timeit(call, number=count) / count
 
     hashed = hashes_during(lambda: decide(bad_facts))

@@ -143,7 +143,9 @@ def core_rows(found: bench_core.CoreResults) -> list[Row]:
             verify.spread(),
             "≤ 1.3×",
             verify.median <= 1.3,
-            f"{r.ratio(bench_core.VERIFY, sha).text()} one SHA-256 call",
+            f"{r.ratio(bench_core.VERIFY, sha).text()} one SHA-256 call; the flow's key step "
+            f"alone (`Flow.start`, no clock or poll: the old `check`): "
+            f"{r.ratio(bench_core.FLOW_HIT, floor).text()} the floor",
         ),
         Row(
             "core: `authenticate(headers dict)`, cached key, ÷ the floor",
@@ -162,7 +164,8 @@ def core_rows(found: bench_core.CoreResults) -> list[Row]:
             bad.spread(),
             "≤ 0.5× before any hash, or ≤ 1.5× after the cache probe",
             bad.median <= limit,
-            f"{when}; `verify(key)` raising (caught): "
+            f"{when}; the flow's key step alone (`Flow.start`): "
+            f"{r.ratio(bench_core.FLOW_BAD, sha).text()}; `verify(key)` raising (caught): "
             f"{r.ratio(bench_core.VERIFY_BAD, sha).text()}; wrong length: "
             f"{r.ratio(bench_core.WRONG_LENGTH, sha).text()}; unknown well-formed key: "
             f"{r.ratio(bench_core.UNKNOWN, sha).text()}",
@@ -174,7 +177,9 @@ def core_rows(found: bench_core.CoreResults) -> list[Row]:
             miss.spread(),
             "≤ 2×",
             miss.median <= 2.0,
-            f"the query alone: {r.ratio(bench_core.QUERY, sha).text(1)} one SHA-256 call",
+            f"the query alone: {r.ratio(bench_core.QUERY, sha).text(1)} one SHA-256 call; "
+            f"the load in the caller's thread (no worker-thread hop, so no `store_timeout`): "
+            f"{r.ratio(bench_core.MISS_INLINE, bench_core.QUERY).text()}",
         ),
     ]
 
