@@ -477,7 +477,7 @@ class StackAuthVerifier:
 
     def _claims(self, payload: object, kid: str, now: float) -> SessionClaims | AuthError:
         """Check a signature-verified payload's claims against ``now``."""
-        if not isinstance(payload, dict):
+        if not isinstance(payload, dict):  # pragma: no cover - PyJWT returns one or raises
             return InvalidSessionError(reason=Reason.MALFORMED)
         exp = _instant(payload.get("exp"))
         nbf = _instant(payload.get("nbf"))
@@ -700,12 +700,12 @@ def _kid(token: object) -> str | AuthError:
         header = jwt.get_unverified_header(token)
     except Exception:  # whatever hostile input makes a decoder raise is a refusal
         return InvalidSessionError(reason=Reason.MALFORMED)
-    if not isinstance(header, dict):
+    if not isinstance(header, dict):  # pragma: no cover - PyJWT returns one or raises
         return InvalidSessionError(reason=Reason.MALFORMED)
     if header.get("alg") != ALGORITHM:  # none, HS256 "signed" with the public key, RS256, …
         return InvalidSessionError(reason=Reason.DISALLOWED_ALGORITHM)
-    if "crit" in header:  # extensions we would have to understand: we understand none
-        return InvalidSessionError(reason=Reason.MALFORMED)
+    if "crit" in header:  # pragma: no cover - recent PyJWT refuses an unknown crit first
+        return InvalidSessionError(reason=Reason.MALFORMED)  # we understand no extension
     kid = header.get("kid")
     if type(kid) is not str or not 0 < len(kid) <= _MAX_KID:
         return InvalidSessionError(reason=Reason.MALFORMED)

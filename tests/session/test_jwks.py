@@ -331,6 +331,7 @@ class TestStaticKeys:
             {"jwks_url": "http://auth.example.com/jwks.json"}, "jwks_url", id="plain-http-remote"
         ),
         pytest.param({"jwks_url": "file:///etc/jwks.json"}, "jwks_url", id="file-url"),
+        pytest.param({"jwks_url": "ftp://example.com/jwks.json"}, "jwks_url", id="ftp-url"),
         pytest.param({"jwks_url": "https://"}, "jwks_url", id="no-host"),
         pytest.param({"jwks_url": "http://[::1"}, "jwks_url", id="unparsable"),
         pytest.param({"jwks_url": 42}, "jwks_url", id="not-a-string"),
