@@ -47,9 +47,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 try:
     import jwt
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from .credentials import HeadersLike
 
 __all__ = [
+    "CarriedToken",
     "DEFAULT_API_URL",
     "NeedKeys",
     "SessionClaims",
@@ -133,6 +134,27 @@ class SessionClaims:
     anonymous: bool = False
     restricted: bool = False
     key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedToken:
+    """A session token as a request carries it (not yet verified), and where it was found.
+
+    Attributes:
+        token: the access token (kept out of ``repr``).
+        carrier: ``"access_token_cookie"``, ``"sdk_cookie"`` or ``"header"``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    token: str = field(repr=False)
+    carrier: Literal["access_token_cookie", "sdk_cookie", "header"]
+
+    @property
+    def by_cookie(self) -> bool:
+        """True for the cookies: the browser sends them by itself, so an unsafe request
+        authenticated by one needs the CSRF (``Origin``) check."""
+        return self.carrier != "header"
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +333,23 @@ class StackAuthVerifier:
     # -- carriers ------------------------------------------------------------------------------
 
     def token(self, headers: HeadersLike) -> str | None:
-        """The session token the request carries, or ``None`` when it carries none.
+        """The session token the request carries, or ``None`` when it carries none: the token
+        of :meth:`find`.
+
+        Raises:
+            InvalidRequestError: a carrier sent twice with different values (400).
+            InvalidSessionError: an SDK cookie that is not a pair of strings, or whose refresh
+                token is not the refresh cookie's (401).
+
+        .. versionadded:: 0.1.0
+        """
+        found = self.find(headers)
+        return None if found is None else found.token
+
+    def find(self, headers: HeadersLike) -> CarriedToken | None:
+        """The session token the request carries and the carrier it came in (a cookie needs
+        the CSRF check of unsafe methods; a header cannot be sent cross-site without a CORS
+        preflight), or ``None`` when it carries none.
 
         Carriers, first present wins: the ``access_token_cookie`` (a raw JWT), the
         ``sdk_cookie`` (``["<refresh>", "<access>"]``, raw or URL-encoded; element 0 must equal
@@ -335,16 +373,19 @@ class StackAuthVerifier:
             cookies = _cookies(cookie_headers, self._cookie_names)
             found = _one(cookies.get(self.access_token_cookie), "Repeated session cookie")
             if found is not None:
-                return found
+                return CarriedToken(found, "access_token_cookie")
             sdk = _one(cookies.get(self.sdk_cookie), "Repeated session cookie")
             if sdk is not None:
-                return self._sdk_access_token(sdk, cookies.get(self.refresh_cookie, []))
+                access = self._sdk_access_token(sdk, cookies.get(self.refresh_cookie, []))
+                return CarriedToken(access, "sdk_cookie")
         if header_values:
             repeated = f"Repeated {self.header} header"
             found = _one(header_values, repeated)
-            if found is not None and "," in found:  # a JWT has no comma: headers joined by one
+            if found is None:
+                return None
+            if "," in found:  # a JWT has no comma: several headers joined by a server
                 raise InvalidRequestError(repeated)
-            return found
+            return CarriedToken(found, "header")
         return None
 
     def environ_headers(self, environ: Mapping[str, object]) -> list[tuple[str, str]]:

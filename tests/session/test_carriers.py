@@ -57,6 +57,35 @@ class TestEachCarrier:
             assert verifier.verify(token).user_id == "user_7"
 
 
+class TestFind:
+    """``find`` says which carrier the token came in: the flow's CSRF check needs it."""
+
+    @pytest.mark.parametrize(
+        ("headers", "carrier", "by_cookie"),
+        [
+            pytest.param(
+                {"cookie": f"stack-access-token={RAW}"},
+                "access_token_cookie",
+                True,
+                id="access-token-cookie",
+            ),
+            pytest.param({"cookie": sdk_cookie()}, "sdk_cookie", True, id="sdk-cookie"),
+            pytest.param({"x-stack-access-token": HEADER}, "header", False, id="header"),
+        ],
+    )
+    def test_if_found_then_the_carrier_is_known(
+        self, verifier: StackAuthVerifier, headers: HeadersLike, carrier: str, by_cookie: bool
+    ) -> None:
+        found = verifier.find(headers)
+        assert found is not None
+        assert (found.carrier, found.by_cookie) == (carrier, by_cookie)
+        assert found.token == verifier.token(headers)
+        assert found.token not in repr(found)
+
+    def test_if_nothing_then_none(self, verifier: StackAuthVerifier) -> None:
+        assert verifier.find({"cookie": "a=b"}) is None
+
+
 class TestOrder:
     """First present wins: the access-token cookie, the SDK cookie, the header."""
 
