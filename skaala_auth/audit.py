@@ -1,7 +1,8 @@
 """Audit events: every authentication outcome, observable, never containing a key.
 
-Events go to the ``skaala_auth.audit`` logger (successes at DEBUG, refusals at INFO, store
-failures at WARNING) and, when one is given, to the authenticator's ``audit`` callback.
+Events go to the ``skaala_auth.audit`` logger (successes at DEBUG, refusals at INFO, outages —
+the key store, the session JWKS: 503 — at WARNING) and, when one is given, to the
+authenticator's ``audit`` callback.
 
 .. versionadded:: 0.1.0
 """
@@ -76,7 +77,7 @@ class AuditEvent:
     def log(self) -> None:
         if self.outcome == "success":
             level = logging.DEBUG
-        elif self.reason is Reason.STORE_UNAVAILABLE:
+        elif self.status_code >= 500:  # the store, the session JWKS: an outage
             level = logging.WARNING
         else:
             level = logging.INFO

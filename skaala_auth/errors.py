@@ -11,13 +11,17 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     ├── MissingKeyError             401  unauthorized         "Missing API key"
     ├── InvalidKeyError             401  unauthorized         "Invalid API key" — reason: malformed,
     │                                                          unknown, expired, revoked, test_key
+    ├── InvalidSessionError         401  unauthorized         "Invalid session" — a refused
+    │                                                          dashboard session (Stack Auth)
     ├── ForbiddenError              403  forbidden
     │   ├── InsufficientScopeError                            "Insufficient scopes"
     │   ├── TeamMismatchError                                 key of another team
     │   └── MembershipRevokedError                            key's user left the team
     ├── RateLimitedError            429  rate_limited
     └── ServiceUnavailableError     503  service_unavailable
-        └── StoreUnavailableError                             the key store failed or timed out
+        ├── StoreUnavailableError                             the key store failed or timed out
+        └── JwksUnavailableError                              the session signing keys (JWKS)
+                                                              could not be fetched
 
     KeyManagementError                     (management API, not HTTP)
     ├── KeyNotFoundError            also a LookupError
@@ -49,6 +53,8 @@ __all__ = [
     "InvalidExpiryError",
     "InvalidKeyError",
     "InvalidRequestError",
+    "InvalidSessionError",
+    "JwksUnavailableError",
     "KeyManagementError",
     "KeyNotFoundError",
     "MembershipRevokedError",
@@ -87,6 +93,25 @@ class Reason(StrEnum):
     INVALID_REQUEST = "invalid_request"
     RATE_LIMITED = "rate_limited"
     STORE_UNAVAILABLE = "store_unavailable"
+    # Dashboard sessions (skaala_auth.session). MALFORMED and EXPIRED serve them too.
+    #: The token is not valid yet (``nbf`` or ``iat`` in the future, past the leeway).
+    NOT_YET_VALID = "not_yet_valid"
+    #: The token's ``alg`` is not ES256 (``none``, HMAC, …).
+    DISALLOWED_ALGORITHM = "disallowed_algorithm"
+    #: No key of the JWKS has the token's ``kid``.
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    #: The signature does not verify (a tampered header or payload, another key).
+    BAD_SIGNATURE = "bad_signature"
+    #: ``aud`` is not the project (or an audience this verifier does not accept).
+    WRONG_AUDIENCE = "wrong_audience"
+    #: ``iss`` is not in the configured list.
+    WRONG_ISSUER = "wrong_issuer"
+    #: An anonymous (or restricted) Stack Auth user, not accepted by this verifier.
+    ANONYMOUS = "anonymous"
+    #: The SDK's access cookie does not belong to its refresh cookie.
+    SESSION_MISMATCH = "session_mismatch"
+    #: The JWKS could not be fetched: sessions fail closed (503).
+    JWKS_UNAVAILABLE = "jwks_unavailable"
 
 
 @functools.lru_cache(maxsize=128)
@@ -232,6 +257,33 @@ class InvalidKeyError(AuthError):
         return f'Bearer realm="{REALM}", error="invalid_token"'
 
 
+_INVALID_SESSION_BODY: Final = _json("unauthorized", "Invalid session")
+
+
+class InvalidSessionError(AuthError):
+    """401: a dashboard session token (Stack Auth) was presented and refused — malformed,
+    expired, not yet valid, signed by an unknown key or with another algorithm, tampered, for
+    another audience or issuer, an anonymous user, or an SDK cookie pair that does not match.
+    The answer is byte-identical in every case; only :attr:`reason` tells them apart.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 401
+    error = "unauthorized"
+    message = "Invalid session"
+    reason = Reason.MALFORMED
+
+    def __init__(self, *, reason: Reason = Reason.MALFORMED) -> None:
+        self.reason = reason
+
+    def body_bytes(self) -> bytes:
+        return _INVALID_SESSION_BODY
+
+    def www_authenticate(self) -> str:
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+
+
 class ForbiddenError(AuthError):
     """403: the caller is authenticated but may not do this.
 
@@ -337,6 +389,19 @@ class StoreUnavailableError(ServiceUnavailableError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class JwksUnavailableError(ServiceUnavailableError):
+    """503: the signing keys of dashboard sessions (the Stack Auth JWKS) could not be fetched,
+    so a session signed by a key not in the cache cannot be decided. Fail closed: the request
+    is refused, and the next allowed fetch (see ``refetch_interval``) recovers by itself.
+
+    The underlying exception is chained (``__cause__``) when there is one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = Reason.JWKS_UNAVAILABLE
 
 
 class KeyManagementError(Exception):

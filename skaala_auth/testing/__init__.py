@@ -9,6 +9,10 @@ the plugin that installing the package registers. Everyone else uses :class:`Aut
         key, record = kit.create_key(scopes=["read:bookings"], expired=True)
         kit.clock.advance(timedelta(days=1))
 
+Dashboard sessions (Stack Auth) have :class:`SessionKit` (a signing key, its JWKS, tokens minted
+to order), :func:`mint_session` and :func:`session_jwks`; they need ``cryptography`` (the
+``session`` extra) when used, not when imported.
+
 Imports no web framework.
 
 .. versionadded:: 0.1.0
@@ -28,8 +32,16 @@ from ..manager import KeyManager
 from ..models import ApiKey, Role, from_epoch
 from ..scopes import ScopeRegistry
 from ..stores.memory import MemoryKeyStore
+from .sessions import SessionKit, mint_session, session_jwks
 
-__all__ = ["AuthTestKit", "TestClock", "override_authenticator"]
+__all__ = [
+    "AuthTestKit",
+    "SessionKit",
+    "TestClock",
+    "mint_session",
+    "override_authenticator",
+    "session_jwks",
+]
 
 #: Where every :class:`TestClock` starts unless told otherwise: 2030-01-01T00:00:00Z.
 DEFAULT_START = datetime(2030, 1, 1, tzinfo=UTC)

@@ -17,6 +17,9 @@ fixture                  what you get
                          ``{"Authorization": "Bearer …"}``
 ``skaala_auth_override`` the authenticator, with every other one in the process deferring to
                          it for the test (for apps built at import time)
+``skaala_session_kit``   a :class:`~skaala_auth.testing.SessionKit` on ``skaala_clock``: a
+                         Stack Auth signing key, its ``.jwks``, ``.mint(user_id)``,
+                         ``.headers(user_id)``, ``.verifier()`` (needs the ``session`` extra)
 =======================  ====================================================================
 
 .. versionadded:: 0.1.0
@@ -32,7 +35,7 @@ import pytest
 from ..authenticator import Authenticator
 from ..models import ApiKey
 from ..stores.memory import MemoryKeyStore
-from . import AuthTestKit, TestClock, override_authenticator
+from . import AuthTestKit, SessionKit, TestClock, override_authenticator
 
 
 @pytest.fixture
@@ -82,6 +85,14 @@ def skaala_auth_override(skaala_authenticator: Authenticator) -> Iterator[Authen
     your real app object."""
     with override_authenticator(skaala_authenticator) as authenticator:
         yield authenticator
+
+
+@pytest.fixture
+def skaala_session_kit(skaala_kit: AuthTestKit) -> SessionKit:
+    """A Stack Auth project for one test, on ``skaala_clock``: a fresh signing key, its
+    ``.jwks``, ``.mint(user_id, expires_in=..., **claims)`` → a token,
+    ``.headers(user_id, carrier="cookie" | "sdk" | "header")``, ``.verifier(**options)``."""
+    return SessionKit(clock=skaala_kit.clock)
 
 
 def pytest_configure(config: Any) -> None:
