@@ -61,6 +61,7 @@ __all__ = [
     "MissingKeyError",
     "NotAMemberError",
     "RateLimitedError",
+    "RateLimiterUnavailableError",
     "Reason",
     "ServiceUnavailableError",
     "StoreUnavailableError",
@@ -93,6 +94,8 @@ class Reason(StrEnum):
     INVALID_REQUEST = "invalid_request"
     RATE_LIMITED = "rate_limited"
     STORE_UNAVAILABLE = "store_unavailable"
+    #: The rate limiter raised something other than a refusal (its backend is down).
+    LIMITER_UNAVAILABLE = "limiter_unavailable"
     # Dashboard sessions (skaala_auth.session). MALFORMED and EXPIRED serve them too.
     #: The token is not valid yet (``nbf`` or ``iat`` in the future, past the leeway).
     NOT_YET_VALID = "not_yet_valid"
@@ -389,6 +392,19 @@ class StoreUnavailableError(ServiceUnavailableError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class RateLimiterUnavailableError(ServiceUnavailableError):
+    """503: the rate limiter raised something other than
+    :class:`RateLimitedError` (its backend is down, or a bug). Fail closed: the request is
+    refused; a limiter that prefers to fail open catches its backend's errors itself.
+
+    The underlying exception is chained (``__cause__``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    reason = Reason.LIMITER_UNAVAILABLE
 
 
 class JwksUnavailableError(ServiceUnavailableError):

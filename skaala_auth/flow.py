@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from .audit import AuditEvent, AuditHook, audit_logger
 from .credentials import HeadersLike, environ_headers, extract_key
 from .decision import decide, refusal
-from .errors import AuthError, InvalidKeyError, MissingKeyError, Reason
+from .errors import (
+    AuthError,
+    InvalidKeyError,
+    MissingKeyError,
+    RateLimiterUnavailableError,
+    Reason,
+)
 from .hashing import Hasher
 from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
 from .models import Principal
@@ -408,6 +414,7 @@ class Flow:
         self._interval = last_used_interval
         self._track = track_last_used
         self._limiter = rate_limiter
+        self._limiter_failing = False
         self._audit = audit
         # Whether outcomes are audited, and so whether a grant needs more than its principal;
         # refreshed at every poll (see refresh()).
@@ -551,6 +558,11 @@ class Flow:
                 self._limiter.check(principal, now)
             except AuthError as error:
                 return self.audited(error, principal=principal)
+            except Exception as error:  # its backend is down: fail closed, never a 500
+                return self.audited(self._limiter_failed(error), principal=principal)
+            if self._limiter_failing:
+                self._limiter_failing = False
+                log.warning("the rate limiter answers again")
         if now >= entry.touch_due:
             entry.touch_due = now + self._interval
             if self._track:
@@ -558,6 +570,17 @@ class Flow:
         if self.audit_success:
             self.emit(AuditEvent.success(principal))
         return principal
+
+    def _limiter_failed(self, error: Exception) -> AuthError:
+        """The 503 for a limiter that raised: one traceback per outage, then one line each."""
+        if self._limiter_failing:
+            log.warning("the rate limiter failed again: %s", error)
+        else:
+            log.warning("the rate limiter failed: requests are refused (503)", exc_info=error)
+        self._limiter_failing = True
+        failure = RateLimiterUnavailableError()
+        failure.__cause__ = error
+        return failure
 
     def _malformed(self, data: bytes, key: str) -> AuthError:
         """The refusal of a key that failed the format checks, or of a test key where those are

@@ -9,8 +9,10 @@ timeout for sync and async callers alike; and the polls that bring other process
   ``timeout``, and a waiter that gives up (timeout, client gone) leaves the load running for the
   others; its result still reaches the cache.
 - **Polls.** At most every ``poll_interval`` seconds a request lets the store deliver the
-  changes other processes made (SQLite's ``data_version``); a poll that fails empties the cache,
-  so the store decides the next requests, and fails closed while it is down.
+  changes other processes made (SQLite's ``data_version``): the poll runs in a worker thread too,
+  and the request waits for it at most ``timeout`` seconds. A poll that fails, or that has not
+  answered by then, empties the cache, so the store decides the next requests, and fails closed
+  while it is down or hangs; a poll still hanging a whole interval later empties it again.
 
 .. versionadded:: 0.1.0
 """
@@ -72,7 +74,7 @@ class KeyLoader:
         self._lock = threading.Lock()
         self._flights: dict[bytes, concurrent.futures.Future[Entry]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._poll_lock = threading.Lock()
+        self._polling: concurrent.futures.Future[None] | None = None
         self._poll_failing = False
 
     # -- loads ---------------------------------------------------------------------------------
@@ -109,11 +111,12 @@ class KeyLoader:
             future = self._flights.get(digest)
             if future is not None:
                 return future
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self._workers, thread_name_prefix="skaala-auth-store"
-                )
-            future = self._pool.submit(self._fetch, need)
+            entry = self.cache.fresh(digest, need.now)
+            if entry is not None:  # a load landed since the caller missed: no second look-up
+                future = concurrent.futures.Future()
+                future.set_result(entry)
+                return future
+            future = self._executor().submit(self._fetch, need)
             self._flights[digest] = future
         future.add_done_callback(lambda done: self._landed(digest, done))
         return future
@@ -167,30 +170,49 @@ class KeyLoader:
     # -- polls ---------------------------------------------------------------------------------
 
     def poll(self, now: float) -> None:
-        """Let the store deliver other processes' changes (at most every ``poll_interval``;
-        a request that finds another thread polling goes on without waiting)."""
-        if not self._poll_lock.acquire(blocking=False):
-            return
-        try:
-            if now < self.next_poll:
-                return
-            self.next_poll = now + self.poll_interval
-            self._poll_now()
-        finally:
-            self._poll_lock.release()
+        """Let the store deliver other processes' changes, at most every ``poll_interval``:
+        the request that finds a poll due starts one in a worker thread and waits for it at
+        most ``timeout`` seconds; the others go on without waiting (at most one poll late)."""
+        future = self._start_poll(now)
+        if future is not None:
+            try:
+                future.result(self.timeout)
+            except TimeoutError:
+                self._poll_stuck()
 
     async def poll_async(self, now: float) -> None:
-        """:meth:`poll` for async callers, in a worker thread."""
-        # Claim the interval before the hop to a thread, so the requests that arrive while the
-        # poll runs do not each hop too (they are at most one poll late, inside the bound).
-        self.next_poll = now + self.poll_interval
-        await asyncio.to_thread(self._poll_locked)
+        """:meth:`poll` for async callers: the event loop never waits on the store."""
+        future = self._start_poll(now)
+        if future is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout)
+            except TimeoutError:
+                self._poll_stuck()
 
-    def _poll_locked(self) -> None:
-        with self._poll_lock:
-            self._poll_now()
+    def _start_poll(self, now: float) -> concurrent.futures.Future[None] | None:
+        """The poll this caller waits for, or ``None`` (not due, or one is running)."""
+        with self._lock:
+            if now < self.next_poll:
+                return None
+            self.next_poll = now + self.poll_interval
+            running = self._polling
+            if running is None or running.done():
+                self._polling = future = self._executor().submit(self._poll_now)
+                return future
+        # The last poll has not answered for a whole interval: what changed cannot be told.
+        self._poll_stuck()
+        return None
+
+    def _poll_stuck(self) -> None:
+        """A poll slower than ``timeout``: trust nothing cached (as for a failed poll), so the
+        store decides the next requests, and fails closed if it hangs too."""
+        if not self._poll_failing:
+            log.warning("the key store did not answer a poll within %s s", self.timeout)
+        self._poll_failing = True
+        self.cache.clear()
 
     def _poll_now(self) -> None:
+        """One poll, in a worker thread."""
         self._before_poll()
         try:
             self.store.poll_changes()
@@ -208,6 +230,14 @@ class KeyLoader:
             if self._poll_failing:
                 log.warning("the key store answers polls again")
             self._poll_failing = False
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Called under self._lock.
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._workers, thread_name_prefix="skaala-auth-store"
+            )
+        return self._pool
 
     def close(self) -> None:
         """Stop the worker threads (loads in flight finish on their own) and poll at the next

@@ -23,6 +23,7 @@ from skaala_auth import (
     MissingKeyError,
     Principal,
     RateLimitedError,
+    RateLimiterUnavailableError,
     StoreUnavailableError,
     TeamMismatchError,
     generate_key,
@@ -341,11 +342,6 @@ class TestFailures:
         assert reply.status == 200
         assert CALLS == ["list"]
 
-    @pytest.mark.xfail(
-        reason="a poll runs outside store_timeout: the request due to poll waits for it "
-        "(and Starlette's endpoint check polls on the event loop)",
-        strict=True,
-    )
     def test_if_the_store_hangs_on_polls_too_then_503_while_it_still_hangs(
         self, serve: Serve, clock: Clock
     ) -> None:
@@ -376,6 +372,19 @@ class TestFailures:
         assert reply.headers["x-ratelimit-limit"] == "1"
         assert reply.headers["x-ratelimit-remaining"] == "0"
         assert reply.headers["x-ratelimit-reset"] == "30"
+
+    def test_if_the_rate_limiter_raises_then_503_not_500(
+        self, serve: Serve, store: MemoryKeyStore, clock: Clock, keys: Keys
+    ) -> None:
+        class Broken:
+            def check(self, principal: Principal, now: float) -> None:
+                raise ConnectionError("the limiter's backend is down")
+
+        call = serve(Authenticator(store, clock=clock, rate_limiter=Broken()))
+        reply = call("GET", BOOKINGS, bearer(keys.read), "")
+        assert_refused(reply, RateLimiterUnavailableError())
+        assert reply.headers["retry-after"] == "5"
+        assert CALLS == []
 
     def test_if_test_keys_are_accepted_then_they_work(
         self, serve: Serve, store: MemoryKeyStore, clock: Clock, keys: Keys
