@@ -117,13 +117,14 @@ class RequestFacts:
         root_path = scope.get("root_path")
         if root_path and path.startswith(root_path):  # type: ignore[arg-type]
             path = path[len(root_path) :] or "/"  # type: ignore[arg-type]
-        return cls(
-            scope.get("method", "GET"),  # type: ignore[arg-type]
-            path,
-            scope["headers"],  # type: ignore[arg-type]
-            scope.get("query_string"),  # type: ignore[arg-type]
-            _NO_PARAMS if path_params is None else path_params,
-        )
+        # Built here rather than through __init__: one frame fewer, twice per request.
+        facts = object.__new__(cls)
+        facts.method = scope.get("method", "GET")  # type: ignore[assignment]
+        facts.path = path
+        facts.headers = scope["headers"]  # type: ignore[assignment]
+        facts.query = scope.get("query_string")  # type: ignore[assignment]
+        facts.path_params = _NO_PARAMS if path_params is None else path_params
+        return facts
 
     @classmethod
     def from_environ(
@@ -447,7 +448,17 @@ class Flow:
     ) -> Principal | AuthError | None:
         """Decide a request whose principal a middleware already found: against what this
         handler needs (a preflight is still answered), with no credential read."""
-        return self.settled(requirement(facts, need), found)
+        method = facts.method
+        if type(need) is Endpoint and (method == "GET" or method == "POST"):
+            need_now = need.bind(facts)  # what requirement() does for these: no preflight
+            team_id, scopes = need_now.team_id, need_now.scopes
+            if (team_id is None or team_id == found.team_id) and (
+                not scopes or found.scopes.issuperset(scopes)
+            ):
+                return found  # refusal(), inlined: the endpoint check of every request
+        else:
+            need_now = requirement(facts, need)
+        return self.settled(need_now, found)
 
     def headers(
         self,

@@ -253,7 +253,11 @@ def _guard_found(scope: Scope, endpoint: Endpoint) -> Principal | None:
     auth = _credentials(scope)
     if auth.principal is None:
         return None
-    facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
+    # An endpoint's requirement reads the method, the headers (a preflight) and the router's
+    # path parameters, never the path: these facts skip from_asgi's path work.
+    facts = RequestFacts(
+        scope.get("method", "GET"), "", scope["headers"], None, scope.get("path_params") or {}
+    )
     outcome = auth.middleware.authenticator.decide(facts, endpoint, found=auth.principal)
     return _granted(scope, auth, outcome)
 
