@@ -9,7 +9,6 @@ authenticator on that store at once (and to other processes within a poll interv
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -17,12 +16,12 @@ from datetime import datetime, timedelta
 from .errors import InvalidExpiryError, KeyNotFoundError, NotAMemberError
 from .hashing import Algorithm, Hasher
 from .keys import (
-    ALPHABET,
     Environment,
     display_prefix,
     generate_key,
     is_well_formed,
     looks_like_key,
+    random_base62,
 )
 from .models import ApiKey, Member, Role, from_epoch, to_epoch
 from .scopes import ScopeRegistry, default_registry
@@ -37,7 +36,7 @@ DEFAULT_GRACE = timedelta(hours=24)
 
 
 def _new_id() -> str:
-    return "key_" + "".join(secrets.choice(ALPHABET) for _ in range(20))
+    return "key_" + random_base62(20)
 
 
 class KeyManager:
