@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, cast
@@ -99,6 +99,26 @@ _FIND_SQL: Final = (
     "LEFT JOIN members m ON m.team_id = k.team_id AND m.user_id = k.user_id "
     "WHERE k.digest = ?"
 )
+
+
+_INSERT_SQL: Final = "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _key_row(key: ApiKey, digest: str) -> tuple[Any, ...]:
+    return (
+        key.id,
+        digest,
+        key.team_id,
+        key.user_id,
+        key.name,
+        " ".join(sorted(key.scopes)),
+        key.prefix,
+        _micros(key.created_at),
+        _micros(key.expires_at),
+        None if key.revoked_at is None else _micros(key.revoked_at),
+        None if key.last_used_at is None else _micros(key.last_used_at),
+        key.rotated_from,
+    )
 
 
 def _micros(moment: datetime) -> int:
@@ -608,29 +628,27 @@ class SQLiteKeyStore:
         return [self._checked(row, _key) for row in rows]
 
     def _insert(self, conn: sqlite3.Connection, key: ApiKey, digest: str) -> None:
-        conn.execute(
-            "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key.id,
-                digest,
-                key.team_id,
-                key.user_id,
-                key.name,
-                " ".join(sorted(key.scopes)),
-                key.prefix,
-                _micros(key.created_at),
-                _micros(key.expires_at),
-                None if key.revoked_at is None else _micros(key.revoked_at),
-                None if key.last_used_at is None else _micros(key.last_used_at),
-                key.rotated_from,
-            ),
-        )
+        conn.execute(_INSERT_SQL, _key_row(key, digest))
         self._log_change(conn, Change("key", key_id=key.id))
 
     def insert_key(self, key: ApiKey, digest: str) -> None:
         with self._write() as conn:
             self._insert(conn, key, digest)
         self._feed.publish(Change("key", key_id=key.id))
+
+    def insert_keys(self, keys: Iterable[tuple[ApiKey, str]]) -> None:
+        """Insert many keys in one transaction (see the protocol). The pairs are read as they
+        are inserted, so an iterator of a million of them is never held in memory at once; if
+        it raises, nothing is inserted."""
+        rows = (_key_row(key, digest) for key, digest in keys)
+        first = next(rows, None)
+        if first is None:
+            return
+        with self._write() as conn:
+            conn.execute(_INSERT_SQL, first)
+            conn.executemany(_INSERT_SQL, rows)
+            self._log_change(conn, Change("key"))
+        self._feed.publish(Change("key"))
 
     def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         with self._write() as conn:

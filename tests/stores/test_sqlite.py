@@ -6,12 +6,20 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from skaala_auth import Authenticator, InvalidKeyError, KeyManager, SQLiteKeyStore
+from skaala_auth import (
+    ApiKey,
+    Authenticator,
+    Hasher,
+    InvalidKeyError,
+    KeyManager,
+    SQLiteKeyStore,
+    generate_key,
+)
 from skaala_auth.stores import sqlite as sqlite_module
 from skaala_auth.stores.base import Change
 
@@ -62,6 +70,13 @@ class TestSchema:
         with Authenticator(store) as auth:
             assert auth.verify(key).key_id == record.id
         store.close()
+
+
+DAY = timedelta(days=1)
+
+
+def _count(store: SQLiteKeyStore, table: str) -> int:
+    return int(store._reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
 
 
 def _indexes(path: Path, table: str) -> set[str]:
@@ -222,6 +237,36 @@ class TestAcrossProcesses:
         KeyManager(other).add_member(team_id="t", user_id="v")  # prunes them
         store.poll_changes()
         assert seen == [Change("all")]
+        other.close()
+        store.close()
+
+    def test_if_another_store_imports_keys_then_one_change_and_unknown_digests_forgotten(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "k.db"
+        store, other = SQLiteKeyStore(path), SQLiteKeyStore(path)
+        KeyManager(store).add_member(team_id="t", user_id="u")
+        plaintexts = [generate_key() for _ in range(1000)]
+        now = datetime.now(UTC)
+        batch = [
+            (
+                ApiKey(f"key_{n}", "t", "u", "", frozenset({"read:calls"}), "p", now, now + DAY),
+                Hasher().stored_digest(plaintext),
+            )
+            for n, plaintext in enumerate(plaintexts)
+        ]
+        with Authenticator(store) as auth:
+            with pytest.raises(InvalidKeyError):
+                auth.verify(plaintexts[0])  # remembered as unknown
+            logged = _count(store, "changes")
+            other.insert_keys(batch)
+            assert _count(store, "changes") == logged + 1
+            seen: list[Change] = []
+            store.subscribe(seen.append)
+            store.poll_changes()
+            assert seen == [Change("key")]
+            assert auth.verify(plaintexts[0]).key_id == "key_0"
+            assert auth.verify(plaintexts[-1]).key_id == "key_999"
         other.close()
         store.close()
 
