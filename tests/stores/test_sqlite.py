@@ -107,6 +107,57 @@ def _write_path(store: SQLiteKeyStore) -> list[str]:
     return [s for s in statements if s.split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")]
 
 
+def _batch(count: int) -> list[tuple[ApiKey, str]]:
+    now = datetime.now(UTC)
+    scopes = frozenset({"read:calls"})
+    return [
+        (ApiKey(f"key_{n}", "t", "u", "", scopes, "p", now, now + DAY), f"sha256${n:064x}")
+        for n in range(count)
+    ]
+
+
+class TestBulkInsert:
+    @pytest.fixture
+    def store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SQLiteKeyStore]:
+        monkeypatch.setattr(sqlite_module, "BULK_CHUNK", 3)
+        store = SQLiteKeyStore(tmp_path / "k.db")
+        KeyManager(store).add_member(team_id="t", user_id="u")
+        yield store
+        store.close()
+
+    def test_if_more_than_a_chunk_then_all_inserted_and_the_cache_size_restored(
+        self, store: SQLiteKeyStore
+    ) -> None:
+        usual = store._writer.execute("PRAGMA cache_size").fetchone()[0]
+        batch = _batch(10)
+        store.insert_keys(reversed(batch))
+        assert all(store.find_key(digest) is not None for _, digest in batch)
+        assert store._writer.execute("PRAGMA cache_size").fetchone()[0] == usual
+        assert _count(store, "changes") == 2  # the member, the batch
+
+    def test_if_the_pairs_fail_in_a_later_chunk_then_none_inserted_and_cache_restored(
+        self, store: SQLiteKeyStore
+    ) -> None:
+        usual = store._writer.execute("PRAGMA cache_size").fetchone()[0]
+
+        def pairs() -> Iterator[tuple[ApiKey, str]]:
+            yield from _batch(7)
+            raise RuntimeError("the source broke")
+
+        with pytest.raises(RuntimeError, match="source broke"):
+            store.insert_keys(pairs())
+        assert _count(store, "api_keys") == 0 and _count(store, "changes") == 1
+        assert store._writer.execute("PRAGMA cache_size").fetchone()[0] == usual
+
+    def test_if_a_digest_clashes_in_a_later_chunk_then_none_inserted(
+        self, store: SQLiteKeyStore
+    ) -> None:
+        batch = _batch(8)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.insert_keys([*batch, (_batch(9)[8][0], batch[0][1])])
+        assert _count(store, "api_keys") == 0
+
+
 class TestGrowth:
     """Writes cost the same in a big store: no statement walks a table or the change log."""
 
