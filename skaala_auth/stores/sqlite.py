@@ -8,9 +8,15 @@
 - Cross-process invalidation: every change that affects validity is also appended to a
   ``changes`` table. :meth:`SQLiteKeyStore.poll_changes` first asks ``PRAGMA data_version``
   (answered from shared memory, no disk read) whether any other connection committed since the
-  last poll, and only then reads the new rows.
+  last poll, and only then reads the new rows. Rows older than :data:`CHANGE_RETENTION` are
+  pruned by every write, through an index on their time, so writes cost the same however long
+  the log is.
+- Bulk inserts (:meth:`SQLiteKeyStore.insert_keys`) write a whole batch in one transaction and
+  one change row.
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   Schema 2 (the change log's time index); ``insert_keys``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from skaala_auth import (
+    ApiKey,
+    Authenticator,
     InvalidBatchError,
     InvalidExpiryError,
+    InvalidKeyError,
     KeyManagementError,
     KeyManager,
     KeyNotFoundError,
@@ -22,6 +25,7 @@ from skaala_auth import (
     SQLiteKeyStore,
     UnknownScopeError,
     display_prefix,
+    generate_key,
     is_well_formed,
 )
 from skaala_auth.manager import DEFAULT_EXPIRY
@@ -142,6 +146,21 @@ class TestCreateMany:
         created = manager.create_keys([GOOD, {**GOOD, "user_id": "user_2"}] * 50)
         assert sorted(looked_up) == [("team_1", "user_1"), ("team_1", "user_2")]
         assert created[0][1].scopes is created[99][1].scopes
+
+    def test_if_a_key_was_remembered_as_unknown_then_a_bulk_insert_makes_it_work_at_once(
+        self, manager: KeyManager, store: MemoryKeyStore, auth: Authenticator, clock: Clock
+    ) -> None:
+        """The batch announces one Change("key") without a key id: unknown digests go."""
+        key = generate_key()
+        with pytest.raises(InvalidKeyError):
+            auth.verify(key)  # now in the negative cache
+        now = datetime.fromtimestamp(clock.now, UTC)
+        record = ApiKey(
+            "key_bulk", "team_1", "user_1", "", frozenset({"read:calls"}), display_prefix(key),
+            now, now + DEFAULT_EXPIRY,
+        )  # fmt: skip
+        store.insert_keys([(record, manager.hasher.stored_digest(key))])
+        assert auth.verify(key).key_id == "key_bulk"
 
     def test_if_empty_then_nothing(self, manager: KeyManager, store: MemoryKeyStore) -> None:
         seen: list[Change] = []
