@@ -316,6 +316,7 @@ def svg(
     stores: list[Store],
     micros: dict[tuple[int, str], list[float]],
     means: dict[tuple[int, str], list[float]],
+    title: str,
 ) -> str:
     """A self-contained log-log line plot, from plain string formatting."""
     width, height = 860, 520
@@ -351,7 +352,7 @@ def svg(
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="{left + plot_w / 2}" y="22" text-anchor="middle" font-size="15">'
-        "skaala_auth SQLite store: µs per request as the store grows</text>",
+        f"{_escape(title)}</text>",
     ]
     decade = 1
     while decade <= x_high:
@@ -484,7 +485,10 @@ def main() -> None:
         results = args.output_dir / f"{_name('RESULTS-growth', args)}.md"
         results.write_text(report, encoding="utf-8")
         plot = args.output_dir / f"{_name('growth', args)}.svg"
-        plot.write_text(svg(stores, micros, means), encoding="utf-8")
+        title = "skaala_auth SQLite store: µs per request as the store grows"
+        if args.old_prune:
+            title += " (old prune)"
+        plot.write_text(svg(stores, micros, means, title), encoding="utf-8")
         print(report)
     finally:
         for s in stores:
