@@ -5,6 +5,7 @@
     skaala-auth init
     skaala-auth members add --team team_1 --user user_1 --role owner
     skaala-auth keys create --team team_1 --user user_1 --scope read:bookings --name CI
+    skaala-auth keys import devices.jsonl --output keys.jsonl   # many at once, all or none
     skaala-auth keys verify < key.txt
     skaala-auth keys revoke --key-stdin < leaked.txt     # the key found in a log
     skaala-auth --db /srv/keys.db keys list --team team_1 --json
@@ -38,7 +39,13 @@ from typing import Any, Final, NoReturn, TextIO
 from . import config
 from .__about__ import __version__
 from .authenticator import Authenticator
-from .errors import AuthError, KeyManagementError, NotAMemberError, UnknownScopeError
+from .errors import (
+    AuthError,
+    InvalidBatchError,
+    KeyManagementError,
+    NotAMemberError,
+    UnknownScopeError,
+)
 from .keys import looks_like_key
 from .manager import KeyManager
 from .models import ApiKey, Member, Principal, Role
@@ -215,6 +222,134 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     _emit(args, {"key": key, **_key_json(record)}, human)
     return 0
+
+
+#: The fields of a ``keys import`` line, and what each holds.
+IMPORT_FIELDS: Final = {
+    "team_id": "the team the key acts for",
+    "user_id": "the team member who owns it",
+    "scopes": "a list of scope names",
+    "name": "a label (optional)",
+    "expires_in": "a duration such as 90d (optional; default 365d)",
+    "expires_at": "an ISO 8601 time with its zone, such as 2027-06-30T00:00:00Z (optional)",
+    "environment": "live (default) or test",
+}
+#: How many refused lines ``keys import`` names before it only counts them.
+_SHOWN_ERRORS: Final = 20
+
+
+def _import_spec(text: str) -> dict[str, Any]:
+    """One line of a ``keys import`` file as the mapping :meth:`KeyManager.create_keys` takes.
+
+    Raises:
+        ValueError: not a JSON object, or a duration or time that cannot be read.
+    """
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"not a JSON object but a {type(spec).__name__}")
+    if isinstance(spec.get("expires_in"), str):
+        try:
+            spec["expires_in"] = config.parse_duration(spec["expires_in"])
+        except ValueError:
+            raise ValueError("expires_in: use a number and a unit, e.g. 90d, 24h, 1h30m") from None
+    if isinstance(spec.get("expires_at"), str):
+        try:
+            spec["expires_at"] = datetime.fromisoformat(spec["expires_at"])
+        except ValueError:
+            raise ValueError(
+                "expires_at: use an ISO 8601 time, e.g. 2027-06-30T00:00:00Z"
+            ) from None
+    return spec
+
+
+def _read_import(source: TextIO) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """The specs of a JSON-lines file, the line number of each, and the errors of the lines
+    that cannot be read. Blank lines are skipped."""
+    specs: list[dict[str, Any]] = []
+    lines: list[int] = []
+    errors: list[str] = []
+    for number, text in enumerate(source, start=1):
+        if not text.strip():
+            continue
+        try:
+            specs.append(_import_spec(text))
+            lines.append(number)
+        except ValueError as error:
+            errors.append(f"line {number}: {error}")
+    return specs, lines, errors
+
+
+def _refused_lines(errors: list[str], refused: int) -> CommandError:
+    shown = "\n".join(f"  {_ANY_KEY.sub('sk_[redacted]', error)}" for error in errors)
+    more = f"\n  … and {refused - len(errors)} more" if refused > len(errors) else ""
+    return CommandError(f"{refused} line(s) refused, no key created:\n{shown}{more}")
+
+
+def _open_output(path: str) -> TextIO:
+    """A new file for plaintext keys: created 0600, never over an existing one."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CommandError(f"{path} exists: not overwritten (it may hold keys)") from None
+    except OSError as error:
+        raise CommandError(f"cannot create {path}: {error.strerror}") from None
+    return open(descriptor, "w", encoding="utf-8")
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        specs, lines, errors = _read_import(sys.stdin)
+        where = "standard input"
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as source:
+                specs, lines, errors = _read_import(source)
+        except (OSError, UnicodeDecodeError) as error:
+            raise CommandError(f"cannot read {args.file}: {error}") from None
+        where = args.file
+    if errors:
+        raise _refused_lines(errors[:_SHOWN_ERRORS], len(errors))
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    # The output file exists before any key does: a path that cannot be written costs nothing.
+    output = _open_output(args.output) if args.output else None
+    created: list[tuple[str, ApiKey]] = []
+    try:
+        try:
+            created = manager.create_keys(specs)
+        except InvalidBatchError as error:
+            refused = [f"line {lines[index]}: {item}" for index, item in error.errors]
+            raise _refused_lines(refused[:_SHOWN_ERRORS], error.refused) from None
+        if created:
+            args.imported = created
+        _write_imported(output or sys.stdout, args.json, lines, created)
+    finally:
+        if output is not None:
+            output.close()
+            if not created:  # nothing was made: leave no file behind
+                os.unlink(args.output)
+    target = f"written to {args.output}" if args.output else "shown once"
+    sys.stderr.write(f"{PROG}: created {len(created)} keys from {where} ({target})\n")
+    return 0
+
+
+def _write_imported(
+    out: TextIO, as_array: bool, lines: list[int], created: list[tuple[str, ApiKey]]
+) -> None:
+    """The one showing of imported keys: a JSON object per line (or one array with --json),
+    each with the input line it came from."""
+    documents = (
+        {"line": line, "key": key, **_key_json(record)}
+        for line, (key, record) in zip(lines, created, strict=True)
+    )
+    if as_array:
+        json.dump(list(documents), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return
+    for document in documents:
+        out.write(json.dumps(document, ensure_ascii=False) + "\n")
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -434,6 +569,26 @@ def _parser() -> _Parser:
     )
     create.add_argument("--test", action="store_true", help="make an sk_test_ key")
 
+    importing = command(
+        keys_commands,
+        "import",
+        cmd_keys_import,
+        "create many keys from JSON lines, all or none (printed once)",
+    )
+    importing.add_argument(
+        "file",
+        nargs="?",
+        default="-",
+        metavar="FILE",
+        help="one JSON object per line (default: standard input); fields: "
+        + "; ".join(f"{name}: {what}" for name, what in IMPORT_FIELDS.items()),
+    )
+    importing.add_argument(
+        "--output",
+        metavar="PATH",
+        help="write the keys to this new file (created 0600) instead of standard output",
+    )
+
     listing = command(keys_commands, "list", cmd_keys_list, "list a team's keys")
     listing.add_argument("--team", required=True)
     show = command(keys_commands, "show", cmd_keys_show, "show one key's record")
@@ -555,6 +710,16 @@ def _broken_pipe(args: argparse.Namespace) -> int:
             os.dup2(devnull, fileno)
         finally:
             os.close(devnull)
+    imported = getattr(args, "imported", None)
+    if imported:  # keys were made but their one showing was cut off
+        teams = sorted({record.team_id for _, record in imported})
+        more = f" (and {len(teams) - 3} more teams)" if len(teams) > 3 else ""
+        sys.stderr.write(
+            f"{PROG}: {len(imported)} keys were created but not all were shown (standard output "
+            f"was closed). They are the keys created at {_time(imported[0][1].created_at)} "
+            f"(all of them at once) in {', '.join(teams[:3])}{more}; '{PROG} --json keys list "
+            "--team TEAM' finds them: revoke them and import again\n"
+        )
     made = getattr(args, "made", None)
     if made is not None:  # a key was made but its one showing was cut off
         sys.stderr.write(

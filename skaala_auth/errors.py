@@ -27,7 +27,8 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     ├── KeyNotFoundError            also a LookupError
     ├── NotAMemberError             also a ValueError
     ├── UnknownScopeError           also a ValueError
-    └── InvalidExpiryError          also a ValueError
+    ├── InvalidExpiryError          also a ValueError
+    └── InvalidBatchError           also a ValueError: items of a bulk creation, none created
 
     ConfigurationError                     a ValueError: a setting that cannot be used as given
 
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import ClassVar, Final
 
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "ForbiddenError",
     "InsufficientScopeError",
+    "InvalidBatchError",
     "InvalidExpiryError",
     "InvalidKeyError",
     "InvalidRequestError",
@@ -457,6 +459,32 @@ class InvalidExpiryError(KeyManagementError, ValueError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class InvalidBatchError(KeyManagementError, ValueError):
+    """Items of a bulk creation (:meth:`~skaala_auth.KeyManager.create_keys`) that cannot be
+    created. Every item was checked first: none of the batch was created.
+
+    Attributes:
+        errors: ``(index, error)`` for the first :attr:`LIMIT` refused items, in order, with
+            ``index`` counted from 0 and ``error`` what :meth:`~skaala_auth.KeyManager.create_key`
+            would have raised for that item (messages never repeat a key).
+        refused: how many items were refused in all.
+        total: how many items the batch had.
+
+    .. versionadded:: 0.3.0
+    """
+
+    #: How many refused items are kept (and the message names at most five).
+    LIMIT: ClassVar[int] = 100
+
+    def __init__(self, errors: Sequence[tuple[int, Exception]], refused: int, total: int) -> None:
+        self.errors = tuple(errors[: self.LIMIT])
+        self.refused = refused
+        self.total = total
+        shown = "; ".join(f"item {index}: {error}" for index, error in self.errors[:5])
+        more = f"; and {refused - 5} more" if refused > 5 else ""
+        super().__init__(f"{refused} of {total} items refused, no key created: {shown}{more}")
 
 
 class ConfigurationError(ValueError):

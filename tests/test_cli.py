@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 from datetime import timedelta
@@ -121,6 +122,7 @@ def test_if_run_as_a_module_then_the_same_command_line(tmp_path: Path) -> None:
         ["init"],
         ["keys"],
         ["keys", "create"],
+        ["keys", "import"],
         ["keys", "list"],
         ["keys", "show"],
         ["keys", "revoke"],
@@ -568,3 +570,165 @@ def test_if_standard_output_breaks_in_process_then_141_and_the_key_id_to_revoke(
     created = KeyManager(store).list_keys(team_id="team_1")
     store.close()
     assert f"keys revoke {created[0].id}" in err
+
+
+# -- keys import ------------------------------------------------------------------------------
+
+A_KEY = "sk_live_" + "Q" * 38
+
+
+def _lines(*documents: dict[str, Any] | str) -> str:
+    return "".join(
+        (document if isinstance(document, str) else json.dumps(document)) + "\n"
+        for document in documents
+    )
+
+
+def _keys(db: Path) -> list[Any]:
+    store = SQLiteKeyStore(db)
+    try:
+        return KeyManager(store).list_keys(team_id="team_1")
+    finally:
+        store.close()
+
+
+ITEM = {"team_id": "team_1", "user_id": "user_1", "scopes": ["read:calls"]}
+
+
+def test_if_keys_are_imported_then_each_printed_once_with_its_line(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "devices.jsonl"
+    source.write_text(
+        _lines(
+            {**ITEM, "name": "device 1"},
+            "",
+            {**ITEM, "name": "device 2", "expires_in": "30d", "environment": "test"},
+            {**ITEM, "scopes": ["read:calls", "write:calls"], "expires_at": "2031-01-01T00:00Z"},
+        )
+    )
+    status, out, err = cli(capsys, "--db", str(db), "keys", "import", str(source))
+    assert status == 0
+    assert err == f"skaala-auth: created 3 keys from {source} (shown once)\n"
+    documents = [json.loads(line) for line in out.splitlines()]
+    assert [d["line"] for d in documents] == [1, 3, 4]
+    assert [d["name"] for d in documents] == ["device 1", "device 2", ""]
+    assert documents[1]["key"].startswith("sk_test_")
+    assert documents[2]["expires_at"] == "2031-01-01T00:00:00Z"
+    assert documents[2]["scopes"] == ["read:calls", "write:calls"]
+    for document in documents:
+        assert out.count(document["key"]) == 1
+        store = SQLiteKeyStore(db)
+        found = KeyManager(store).find_key(document["key"])
+        store.close()
+        assert found.id == document["id"]
+    assert len(_changes(db)) == 2  # the member, then one entry for the whole import
+    assert not any(d["key"].encode() in _database_text(db) for d in documents)
+
+
+def test_if_keys_are_imported_with_output_then_a_new_0600_file_and_nothing_on_stdout(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "keys.json"
+    status, out, err = cli(
+        capsys, "--db", str(db), "keys", "import", "--output", str(output), "--json",
+        stdin=_lines(ITEM, ITEM),
+    )  # fmt: skip
+    assert (status, out) == (0, "")
+    assert "created 2 keys from standard input (written to" in err
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    documents = json.loads(output.read_text())
+    assert [d["line"] for d in documents] == [1, 2] and len(_keys(db)) == 2
+
+    status, _, err = cli(
+        capsys, "--db", str(db), "keys", "import", "--output", str(output), stdin=_lines(ITEM)
+    )
+    assert status == 1 and "exists: not overwritten" in err
+    assert len(_keys(db)) == 2
+
+
+def test_if_any_line_is_bad_then_each_named_none_created_and_no_output_file(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "keys.jsonl"
+    before = _changes(db)
+    status, out, err = cli(
+        capsys, "--db", str(db), "keys", "import", "--output", str(output),
+        stdin=_lines(
+            ITEM,
+            {**ITEM, "user_id": "stranger"},
+            {**ITEM, "scopes": ["read:invoices"]},
+            {**ITEM, "name": A_KEY},
+            {**ITEM, "scope": ["read:calls"]},
+            {**ITEM, "expires_at": "2031-01-01T00:00"},
+        ),
+    )  # fmt: skip
+    assert (status, out) == (1, "")
+    assert "5 line(s) refused, no key created" in err
+    assert "line 2: 'stranger' is not a member of 'team_1'" in err
+    assert "line 3: unknown scope(s): read:invoices" in err
+    assert "line 4: name holds an API key" in err and A_KEY not in err
+    assert "line 5: unknown field(s) 'scope'" in err
+    assert "line 6: datetimes must be timezone-aware" in err
+    assert _keys(db) == [] and _changes(db) == before and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        pytest.param("{nope", "line 2: not JSON", id="not-json"),
+        pytest.param("[1, 2]", "line 2: not a JSON object but a list", id="not-an-object"),
+        pytest.param(
+            json.dumps({**ITEM, "expires_in": A_KEY}), "line 2: expires_in: use", id="duration"
+        ),
+        pytest.param(
+            json.dumps({**ITEM, "expires_at": "soon"}),
+            "line 2: expires_at: use an ISO 8601",
+            id="time",
+        ),
+    ],
+)
+def test_if_a_line_cannot_be_read_then_named_without_echo_and_nothing_created(
+    capsys: pytest.CaptureFixture[str], db: Path, line: str, message: str
+) -> None:
+    status, out, err = cli(
+        capsys, "--db", str(db), "keys", "import", stdin=_lines(ITEM, line, ITEM)
+    )
+    assert (status, out) == (1, "")
+    assert "1 line(s) refused, no key created" in err and message in err
+    assert A_KEY not in err and _keys(db) == []
+
+
+def test_if_many_lines_are_bad_then_twenty_named_and_the_rest_counted(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    status, _, err = cli(
+        capsys, "--db", str(db), "keys", "import",
+        stdin=_lines(*[{**ITEM, "user_id": "stranger"}] * 30),
+    )  # fmt: skip
+    assert status == 1 and "30 line(s) refused" in err
+    assert "line 20:" in err and "line 21:" not in err and "… and 10 more" in err
+
+
+def test_if_the_import_file_cannot_be_read_then_one_line(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    status, _, err = cli(capsys, "--db", str(db), "keys", "import", str(tmp_path / "none.jsonl"))
+    assert status == 1 and err.startswith("skaala-auth: error: cannot read")
+
+
+def test_if_standard_output_breaks_during_an_import_then_141_and_how_to_find_the_keys(
+    capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.stdin = io.StringIO(_lines(ITEM, ITEM, ITEM))
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    try:
+        status = main(["--db", str(db), "keys", "import"])
+    finally:
+        sys.stdin = sys.__stdin__
+    err = capsys.readouterr().err
+    assert status == 141 and "BrokenPipeError" not in err
+    created = _keys(db)
+    assert "3 keys were created but not all were shown" in err
+    assert f"created at {created[0].created_at:%Y-%m-%dT%H:%M:%S}Z (all of them at once)" in err
+    assert "in team_1;" in err

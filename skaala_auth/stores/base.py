@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -29,7 +29,13 @@ class Change:
     ``"member"`` (a membership was removed or its role changed: ``team_id`` and ``user_id`` are
     set) or ``"all"`` (the store cannot tell what changed: drop everything).
 
+    ``"key"`` without a ``key_id`` announces keys created in bulk
+    (:meth:`KeyStore.insert_keys`): no cached grant is wrong, but a digest remembered as unknown
+    may now be one of the new keys, so unknown digests must be forgotten (as for every change).
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0
+       ``"key"`` without a ``key_id``: keys created in bulk.
     """
 
     kind: Literal["key", "member", "all"]
@@ -114,6 +120,14 @@ class KeyStore(Protocol):
         """The team's keys, newest first."""
 
     def insert_key(self, key: ApiKey, digest: str) -> None: ...
+
+    def insert_keys(self, keys: Iterable[tuple[ApiKey, str]]) -> None:
+        """Insert many ``(key, digest)`` pairs at once: all of them or, if any cannot be
+        inserted (a duplicate id or digest, a store error), none. Announces one
+        ``Change("key")`` without a ``key_id`` (none at all for an empty batch), not one per key.
+
+        .. versionadded:: 0.3.0
+        """
 
     def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         """Set ``revoked_at`` (unless already revoked earlier); ``None`` for an unknown id."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from ..models import ApiKey, Member
@@ -56,6 +56,24 @@ class MemoryKeyStore:
             self._keys[key.id] = key
             self._digests[digest] = key.id
         self._feed.publish(Change("key", key_id=key.id))
+
+    def insert_keys(self, keys: Iterable[tuple[ApiKey, str]]) -> None:
+        batch = list(keys)
+        if not batch:
+            return
+        ids = {key.id for key, _ in batch}
+        digests = {digest: key.id for key, digest in batch}
+        with self._lock:
+            if (
+                len(ids) != len(batch)
+                or len(digests) != len(batch)
+                or not ids.isdisjoint(self._keys)
+                or not self._digests.keys().isdisjoint(digests)
+            ):
+                raise ValueError("duplicate key id or digest")
+            self._keys.update((key.id, key) for key, _ in batch)
+            self._digests.update(digests)
+        self._feed.publish(Change("key"))
 
     def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         with self._lock:

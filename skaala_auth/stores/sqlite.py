@@ -8,19 +8,28 @@
 - Cross-process invalidation: every change that affects validity is also appended to a
   ``changes`` table. :meth:`SQLiteKeyStore.poll_changes` first asks ``PRAGMA data_version``
   (answered from shared memory, no disk read) whether any other connection committed since the
-  last poll, and only then reads the new rows.
+  last poll, and only then reads the new rows. Rows older than :data:`CHANGE_RETENTION` are
+  pruned by every write, through an index on their time, so writes cost the same however long
+  the log is.
+- Bulk inserts (:meth:`SQLiteKeyStore.insert_keys`) write a whole batch in one transaction and
+  one change row.
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   Schema 2 (the change log's time index); ``insert_keys``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import operator
 import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, cast
@@ -76,12 +85,54 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('pruned_through', 0);
     """,
+    # 2: the change log's prune finds its old rows through an index, not by walking the log
+    # (every write prunes, and the log holds every change of the last hour: a walk made each
+    # write cost O(writes in the last hour)).
+    """
+    CREATE INDEX changes_at ON changes (at);
+    """,
 )
+
+# INDEXED BY: left to itself, SQLite's min/max optimisation answers max(seq) by walking the
+# log backwards from its newest row until one is old enough: every row of the retention window,
+# on every write. Through the index it visits only the rows about to be pruned (none, mostly).
+_PRUNE_SQL: Final = "SELECT max(seq) FROM changes INDEXED BY changes_at WHERE at < ?"
 
 _KEY_COLUMNS: Final = (
     "k.id, k.team_id, k.user_id, k.name, k.scopes, k.prefix, k.created_at, k.expires_at, "
     "k.revoked_at, k.last_used_at, k.rotated_from"
 )
+#: The look-up by digest: one index probe, and the key's user's role in the same query.
+_FIND_SQL: Final = (
+    f"SELECT {_KEY_COLUMNS}, k.digest, m.role FROM api_keys k "  # noqa: S608
+    "LEFT JOIN members m ON m.team_id = k.team_id AND m.user_id = k.user_id "
+    "WHERE k.digest = ?"
+)
+
+
+_INSERT_SQL: Final = "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DIGEST: Final = operator.itemgetter(1)
+#: Rows a bulk insert sorts and writes at a time (see :meth:`SQLiteKeyStore.insert_keys`).
+BULK_CHUNK: Final = 50_000
+#: The write connection's page cache during a bulk insert, in KiB (SQLite's default: 2 MiB).
+BULK_CACHE_KIB: Final = 64 * 1024
+
+
+def _key_row(key: ApiKey, digest: str) -> tuple[Any, ...]:
+    return (
+        key.id,
+        digest,
+        key.team_id,
+        key.user_id,
+        key.name,
+        " ".join(sorted(key.scopes)),
+        key.prefix,
+        _micros(key.created_at),
+        _micros(key.expires_at),
+        None if key.revoked_at is None else _micros(key.revoked_at),
+        None if key.last_used_at is None else _micros(key.last_used_at),
+        key.rotated_from,
+    )
 
 
 def _micros(moment: datetime) -> int:
@@ -202,16 +253,11 @@ class _Row:
             raise self._invalid(
                 "scopes", "space-separated 'resource:action' names", "text of another shape"
             )
-        return frozenset(scopes)
-
-    def role(self, index: int) -> Role | None:
-        value = self.row[index]
-        if value is None:
-            return None
-        try:
-            return Role(value)
-        except ValueError:
-            raise self._invalid("role", "owner, admin or member", "another value") from None
+        granted = frozenset(scopes)
+        if len(_SCOPE_SETS) >= _SCOPE_SETS_MAX:
+            _SCOPE_SETS.clear()
+        _SCOPE_SETS[value] = granted
+        return granted
 
 
 _COLUMN_INDEX: Final = {
@@ -223,7 +269,16 @@ _COLUMN_INDEX: Final = {
 }
 
 
-def _key(row: tuple[Any, ...], path: str) -> ApiKey:
+#: Scope texts already checked against the scope syntax, with their sets. A store holds few
+#: distinct texts (one per combination of scopes in use), and checking each name costs more than
+#: the rest of a row; bounded, in case a store holds many.
+_SCOPE_SETS: Final[dict[str, frozenset[str]]] = {}
+_SCOPE_SETS_MAX: Final = 4096
+_ROLES: Final[dict[object, Role]] = {role.value: role for role in Role}
+
+
+def _checked_key(row: tuple[Any, ...], path: str) -> ApiKey:
+    """The slow path: each column checked on its own, so that an error names the one at fault."""
     checked = _Row(row, path)
     return ApiKey(
         id=checked.key_id,
@@ -240,9 +295,64 @@ def _key(row: tuple[Any, ...], path: str) -> ApiKey:
     )
 
 
+def _key(row: tuple[Any, ...], path: str) -> ApiKey:
+    """An ``api_keys`` row as an :class:`ApiKey`.
+
+    The fast path tests every column's type in one expression and builds the key; a row it
+    doubts (a type it does not expect, scopes not seen yet, a time out of range) goes to
+    :func:`_checked_key`, which builds it too or raises :class:`InvalidRowError` naming the
+    column. Both accept exactly the same rows.
+    """
+    (key_id, team_id, user_id, name, scopes, prefix, created, expires, revoked, used, rotated) = (
+        row[:11]
+    )
+    granted = _SCOPE_SETS.get(scopes)
+    if (
+        granted is not None
+        and type(key_id) is str
+        and key_id
+        and type(team_id) is str
+        and type(user_id) is str
+        and type(name) is str
+        and type(prefix) is str
+        and type(created) is int
+        and type(expires) is int
+        and (revoked is None or type(revoked) is int)
+        and (used is None or type(used) is int)
+        and (rotated is None or type(rotated) is str)
+    ):
+        try:
+            return ApiKey(
+                key_id,
+                team_id,
+                user_id,
+                name,
+                granted,
+                prefix,
+                _EPOCH + created * _MICRO,
+                _EPOCH + expires * _MICRO,
+                None if revoked is None else _EPOCH + revoked * _MICRO,
+                None if used is None else _EPOCH + used * _MICRO,
+                rotated,
+            )
+        except OverflowError:
+            pass  # a time out of range: the slow path names the column
+    return _checked_key(row, path)
+
+
 def _record(row: tuple[Any, ...], path: str) -> KeyRecord:
-    checked = _Row(row, path)
-    return KeyRecord(_key(row, path), checked.text("digest"), checked.role(12))
+    """A :data:`_FIND_SQL` row (the key's columns, its digest, its user's role) as a
+    :class:`KeyRecord`."""
+    key = _key(row, path)
+    digest, role = row[11], row[12]
+    if type(digest) is not str:
+        raise _Row(row, path)._invalid("digest", "text")
+    if role is None:
+        return KeyRecord(key, digest, None)
+    found = _ROLES.get(role)
+    if found is None:
+        raise _Row(row, path)._invalid("role", "owner, admin or member", "another value")
+    return KeyRecord(key, digest, found)
 
 
 def _precreate(path: str) -> None:
@@ -467,7 +577,7 @@ class SQLiteKeyStore:
         if inserted.lastrowid is not None:
             self._uncommitted.append(inserted.lastrowid)
         horizon = now - CHANGE_RETENTION // _MICRO
-        old = conn.execute("SELECT max(seq) FROM changes WHERE at < ?", (horizon,)).fetchone()[0]
+        old = conn.execute(_PRUNE_SQL, (horizon,)).fetchone()[0]
         if old is not None:
             conn.execute("DELETE FROM changes WHERE seq <= ?", (old,))
             conn.execute("UPDATE meta SET value = ? WHERE name = 'pruned_through'", (old,))
@@ -478,11 +588,14 @@ class SQLiteKeyStore:
         try:
             return convert(row, self.path)
         except InvalidRowError as error:
-            name = error.key_id or ""
-            if name not in self._warned_rows:
-                self._warned_rows.add(name)
-                log.error("%s", error)
+            self._warn_once(error)
             raise
+
+    def _warn_once(self, error: InvalidRowError) -> None:
+        name = error.key_id or ""
+        if name not in self._warned_rows:
+            self._warned_rows.add(name)
+            log.error("%s", error)
 
     @property
     def schema_version(self) -> int:
@@ -491,14 +604,25 @@ class SQLiteKeyStore:
     # -- keys ----------------------------------------------------------------------------------
 
     def find_key(self, digest: str) -> KeyRecord | None:
-        with self._reading() as conn:
-            row = conn.execute(
-                f"SELECT {_KEY_COLUMNS}, k.digest, m.role FROM api_keys k "  # noqa: S608
-                "LEFT JOIN members m ON m.team_id = k.team_id AND m.user_id = k.user_id "
-                "WHERE k.digest = ?",
-                (digest,),
-            ).fetchone()
-        return None if row is None else self._checked(row, _record)
+        # The authenticator's miss path: _reading() inlined (a generator context manager costs
+        # a tenth of the query), the SQL a constant (the statement cache hashes it once).
+        with self._read_lock:
+            if self._failure is not None:
+                raise DatabaseFileError(self._failure)
+            try:
+                # A fresh cursor, dropped at once, resets the statement: a kept cursor whose
+                # statement was not stepped to its end would hold its read snapshot open.
+                row = self._reader.execute(_FIND_SQL, (digest,)).fetchone()
+            except sqlite3.Error as error:
+                self._fault(error)
+                raise
+        if row is None:
+            return None
+        try:
+            return _record(row, self.path)
+        except InvalidRowError as error:
+            self._warn_once(error)
+            raise
 
     def get_key(self, key_id: str) -> ApiKey | None:
         with self._reading() as conn:
@@ -518,29 +642,42 @@ class SQLiteKeyStore:
         return [self._checked(row, _key) for row in rows]
 
     def _insert(self, conn: sqlite3.Connection, key: ApiKey, digest: str) -> None:
-        conn.execute(
-            "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key.id,
-                digest,
-                key.team_id,
-                key.user_id,
-                key.name,
-                " ".join(sorted(key.scopes)),
-                key.prefix,
-                _micros(key.created_at),
-                _micros(key.expires_at),
-                None if key.revoked_at is None else _micros(key.revoked_at),
-                None if key.last_used_at is None else _micros(key.last_used_at),
-                key.rotated_from,
-            ),
-        )
+        conn.execute(_INSERT_SQL, _key_row(key, digest))
         self._log_change(conn, Change("key", key_id=key.id))
 
     def insert_key(self, key: ApiKey, digest: str) -> None:
         with self._write() as conn:
             self._insert(conn, key, digest)
         self._feed.publish(Change("key", key_id=key.id))
+
+    def insert_keys(self, keys: Iterable[tuple[ApiKey, str]]) -> None:
+        """Insert many keys in one transaction (see the protocol).
+
+        The pairs are read as they are inserted, :data:`BULK_CHUNK` at a time, so an iterator
+        of a million is never held at once; if it raises, nothing is inserted. Each chunk goes
+        in digest order, and the write connection's page cache is raised to
+        :data:`BULK_CACHE_KIB` for the transaction: random digests inserted one by one land on
+        random pages of the digest index, and at a million keys that index outgrows SQLite's
+        default 2 MiB cache, so each insert would read and write back a page of its own.
+        """
+        rows = (_key_row(key, digest) for key, digest in keys)
+        chunk = sorted(itertools.islice(rows, BULK_CHUNK), key=_DIGEST)
+        if not chunk:
+            return
+        cache_size: int | None = None
+        try:
+            with self._write() as conn:
+                cache_size = int(conn.execute("PRAGMA cache_size").fetchone()[0])
+                conn.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
+                while chunk:
+                    conn.executemany(_INSERT_SQL, chunk)
+                    chunk = sorted(itertools.islice(rows, BULK_CHUNK), key=_DIGEST)
+                self._log_change(conn, Change("key"))
+        finally:
+            if cache_size is not None:  # back to the usual size, which frees the pages
+                with self._write_lock, contextlib.suppress(sqlite3.Error):
+                    self._writer.execute(f"PRAGMA cache_size = {cache_size}")
+        self._feed.publish(Change("key"))
 
     def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         with self._write() as conn:

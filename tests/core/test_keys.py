@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skaala_auth import KEY_PATTERN, display_prefix, generate_key, is_well_formed, parse_key
-from skaala_auth.keys import ALPHABET, KEY_LENGTH, LIVE_ONLY, _checksum, well_formed_bytes
+from skaala_auth import keys as keys_module
+from skaala_auth.keys import (
+    ALPHABET,
+    KEY_LENGTH,
+    LIVE_ONLY,
+    _checksum,
+    random_base62,
+    well_formed_bytes,
+)
 
 secrets_ = st.text(alphabet=ALPHABET, min_size=32, max_size=32)
 
@@ -15,6 +23,29 @@ secrets_ = st.text(alphabet=ALPHABET, min_size=32, max_size=32)
 def make(prefix: str, secret: str) -> str:
     head = prefix + secret
     return head + _checksum(head.encode()).decode()
+
+
+class TestRandomBase62:
+    def test_if_a_byte_is_drawn_then_each_character_has_four_values_and_eight_are_dropped(
+        self,
+    ) -> None:
+        """Uniform by construction: 248 byte values, four per character; 248-255 rejected."""
+        kept = bytes(range(256)).translate(keys_module._BASE62_OF_BYTE, keys_module._REJECTED_BYTES)
+        assert len(kept) == 248 == 4 * len(ALPHABET)
+        assert {kept.count(char.encode()) for char in ALPHABET} == {4}
+        assert keys_module._REJECTED_BYTES == bytes(range(248, 256))
+
+    def test_if_a_draw_is_mostly_rejected_then_more_bytes_are_drawn(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        draws = iter([b"\xff" * 30 + b"\x00\x3f", b"\xf8" * 31 + b"\x01", bytes(range(32))])
+        monkeypatch.setattr(keys_module.secrets, "token_bytes", lambda n: next(draws))
+        assert random_base62(20) == "01" + "1" + ALPHABET[:17]
+
+    @pytest.mark.parametrize("length", [0, 1, 20, 32, 100])
+    def test_if_drawn_then_the_length_asked_in_the_alphabet(self, length: int) -> None:
+        drawn = random_base62(length)
+        assert len(drawn) == length and set(drawn) <= set(ALPHABET)
 
 
 class TestFormat:

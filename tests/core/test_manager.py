@@ -4,20 +4,32 @@ import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from skaala_auth import (
+    ApiKey,
+    Authenticator,
+    InvalidBatchError,
     InvalidExpiryError,
+    InvalidKeyError,
+    KeyManagementError,
     KeyManager,
     KeyNotFoundError,
+    Member,
     MemoryKeyStore,
     NotAMemberError,
     Role,
     ScopeRegistry,
     SQLiteKeyStore,
     UnknownScopeError,
+    display_prefix,
+    generate_key,
+    is_well_formed,
 )
+from skaala_auth.manager import DEFAULT_EXPIRY
+from skaala_auth.stores.base import Change
 
 from ..conftest import Clock
 
@@ -87,6 +99,118 @@ class TestCreate:
     ) -> None:
         with pytest.raises(InvalidExpiryError):
             manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"], **kwargs)  # type: ignore[arg-type]
+
+
+GOOD = {"team_id": "team_1", "user_id": "user_1", "scopes": ["read:calls"]}
+A_KEY = "sk_live_" + "A" * 38
+
+
+class TestCreateMany:
+    def test_if_created_then_in_order_each_found_and_one_change(
+        self, manager: KeyManager, store: MemoryKeyStore, clock: Clock
+    ) -> None:
+        seen: list[Change] = []
+        store.subscribe(seen.append)
+        at = datetime.fromtimestamp(clock.now, UTC) + timedelta(days=7)
+        specs: list[dict[str, Any]] = [{**GOOD, "name": f"device {n}"} for n in range(100)]
+        specs[1] = {**GOOD, "expires_at": at, "environment": "test", "scopes": ("write:calls",)}
+        specs[2] = {**GOOD, "expires_in": timedelta(days=30), "name": "short"}
+        created = manager.create_keys(iter(specs))
+        assert len(created) == 100 and len({record.id for _, record in created}) == 100
+        now = datetime.fromtimestamp(clock.now, UTC)
+        for n, (key, record) in enumerate(created):
+            found = store.find_key(manager.hasher.stored_digest(key))
+            assert found is not None and found.key == record and record.created_at == now
+            assert record.prefix == display_prefix(key) and is_well_formed(key)
+            assert key not in repr(record)
+            if n > 2:
+                assert record.name == f"device {n}" and record.scopes == {"read:calls"}
+                assert record.expires_at == now + DEFAULT_EXPIRY and record.environment == "live"
+        assert created[1][0].startswith("sk_test_") and created[1][1].expires_at == at
+        assert created[1][1].scopes == {"write:calls"}
+        assert created[2][1].expires_at == now + timedelta(days=30)
+        assert seen == [Change("key")]
+
+    def test_if_created_then_scope_sets_are_shared_and_members_looked_up_once_a_pair(
+        self, manager: KeyManager, store: MemoryKeyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        manager.add_member(team_id="team_1", user_id="user_2")
+        looked_up: list[tuple[str, str]] = []
+        get_member = store.get_member
+
+        def spy(team_id: str, user_id: str) -> Member | None:
+            looked_up.append((team_id, user_id))
+            return get_member(team_id, user_id)
+
+        monkeypatch.setattr(store, "get_member", spy)
+        created = manager.create_keys([GOOD, {**GOOD, "user_id": "user_2"}] * 50)
+        assert sorted(looked_up) == [("team_1", "user_1"), ("team_1", "user_2")]
+        assert created[0][1].scopes is created[99][1].scopes
+
+    def test_if_a_key_was_remembered_as_unknown_then_a_bulk_insert_makes_it_work_at_once(
+        self, manager: KeyManager, store: MemoryKeyStore, auth: Authenticator, clock: Clock
+    ) -> None:
+        """The batch announces one Change("key") without a key id: unknown digests go."""
+        key = generate_key()
+        with pytest.raises(InvalidKeyError):
+            auth.verify(key)  # now in the negative cache
+        now = datetime.fromtimestamp(clock.now, UTC)
+        record = ApiKey(
+            "key_bulk", "team_1", "user_1", "", frozenset({"read:calls"}), display_prefix(key),
+            now, now + DEFAULT_EXPIRY,
+        )  # fmt: skip
+        store.insert_keys([(record, manager.hasher.stored_digest(key))])
+        assert auth.verify(key).key_id == "key_bulk"
+
+    def test_if_empty_then_nothing(self, manager: KeyManager, store: MemoryKeyStore) -> None:
+        seen: list[Change] = []
+        store.subscribe(seen.append)
+        assert manager.create_keys([]) == []
+        assert seen == []
+
+    def test_if_any_item_is_bad_then_every_bad_one_named_and_none_created(
+        self, manager: KeyManager, store: MemoryKeyStore
+    ) -> None:
+        bad: list[tuple[object, type[Exception], str]] = [
+            ({**GOOD, "scopes": ["read:invoices"]}, UnknownScopeError, "read:invoices"),
+            ({**GOOD, "user_id": "stranger"}, NotAMemberError, "stranger"),
+            ({**GOOD, "expires_in": timedelta(-1)}, InvalidExpiryError, "future"),
+            ({**GOOD, "expires_at": datetime(2030, 1, 1)}, InvalidExpiryError, "aware"),
+            ({**GOOD, "expires_in": 90}, TypeError, "timedelta"),
+            ({**GOOD, "expires_at": "2030-01-01"}, TypeError, "datetime"),
+            ({**GOOD, "name": A_KEY}, ValueError, "holds an API key"),
+            ({**GOOD, "team_id": 7}, TypeError, "team_id must be text"),
+            ({**GOOD, "scopes": "read:calls"}, TypeError, "list of scope names"),
+            ({**GOOD, "scopes": [1]}, TypeError, "list of scope names"),
+            ({**GOOD, "scopes": []}, ValueError, "at least one scope"),
+            ({**GOOD, "environment": "staging"}, ValueError, "environment"),
+            ({**GOOD, "scope": ["read:calls"]}, TypeError, "unknown field(s) 'scope'"),
+            ({**GOOD, A_KEY: 1}, TypeError, "(a key, not shown)"),
+            ({"team_id": "team_1", "user_id": "user_1"}, TypeError, "missing field(s): scopes"),
+            (["team_1", "user_1"], TypeError, "mapping"),
+        ]
+        specs: list[Any] = [GOOD]
+        for spec, _, _ in bad:
+            specs += [spec, GOOD]
+        with pytest.raises(InvalidBatchError) as caught:
+            manager.create_keys(specs)
+        error = caught.value
+        assert isinstance(error, KeyManagementError) and isinstance(error, ValueError)
+        assert error.refused == len(bad) and error.total == len(specs)
+        assert [index for index, _ in error.errors] == list(range(1, 2 * len(bad), 2))
+        for (index, item_error), (_, kind, text) in zip(error.errors, bad, strict=True):
+            assert isinstance(item_error, kind) and text in str(item_error), index
+        assert str(error).startswith(f"{len(bad)} of {len(specs)} items refused, no key created")
+        assert "item 1: unknown scope(s): read:invoices" in str(error)
+        assert f"and {len(bad) - 5} more" in str(error) and A_KEY not in str(error)
+        assert store.list_keys("team_1") == []
+
+    def test_if_many_items_are_bad_then_all_counted_and_the_first_hundred_kept(
+        self, manager: KeyManager
+    ) -> None:
+        with pytest.raises(InvalidBatchError) as caught:
+            manager.create_keys([{**GOOD, "user_id": "stranger"}] * 250)
+        assert caught.value.refused == 250 and len(caught.value.errors) == 100
 
 
 class TestLifecycle:

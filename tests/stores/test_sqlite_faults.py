@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skaala_auth import (
     Authenticator,
@@ -31,6 +33,7 @@ from skaala_auth import (
     StoreUnavailableError,
 )
 from skaala_auth.lastused import LastUsedRecorder
+from skaala_auth.stores import sqlite as sqlite_module
 from skaala_auth.stores.base import Change
 from skaala_auth.stores.sqlite import DatabaseFileError, InvalidRowError
 
@@ -252,6 +255,37 @@ class TestFileReplaced:
         store.close()
 
 
+_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(1_600_000_000_000_000, 1_900_000_000_000_000),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(["read:calls", "read:calls write:calls", " read:calls ", "READ:calls"]),
+    st.binary(max_size=4),
+)
+#: An api_keys row as any tool might have written it: any SQLite value in any column, mostly
+#: plausible ones.
+_ROWS = st.tuples(
+    *(
+        st.one_of(plausible, _VALUES)
+        for plausible in (
+            st.just("key_1"),
+            st.just("t"),
+            st.just("u"),
+            st.just("name"),
+            st.sampled_from(["read:calls", "read:calls write:calls", ""]),
+            st.just("sk_live_AbCd…wxyz"),
+            st.integers(1_700_000_000_000_000, 1_800_000_000_000_000),
+            st.integers(1_700_000_000_000_000, 1_900_000_000_000_000),
+            st.one_of(st.none(), st.integers(1_700_000_000_000_000, 1_900_000_000_000_000)),
+            st.one_of(st.none(), st.integers(1_700_000_000_000_000, 1_900_000_000_000_000)),
+            st.one_of(st.none(), st.just("key_0")),
+        )
+    )
+)
+
+
 def _hand_made(path: Path, **overrides: object) -> SQLiteKeyStore:
     """A store file whose one key row was written by some other tool, with ``overrides``."""
     SQLiteKeyStore(path).close()
@@ -330,6 +364,49 @@ class TestOddRows:
         with pytest.raises(InvalidRowError, match="id") as caught:
             store.find_key("sha256$secretdigest")
         assert "secretdigest" not in str(caught.value)
+        store.close()
+
+    @settings(max_examples=400, deadline=None)
+    @given(row=_ROWS)
+    def test_if_any_row_then_the_fast_path_agrees_with_the_checked_one(
+        self, row: tuple[object, ...]
+    ) -> None:
+        """find_key's conversion tests all types at once and hands any doubt to the column by
+        column checks: it must accept exactly the rows they accept, and build the same key."""
+        try:
+            checked: object = sqlite_module._checked_key(row, "k.db")
+        except InvalidRowError as error:
+            checked = str(error)
+        for _ in range(2):  # cold, then with the scopes remembered
+            try:
+                fast: object = sqlite_module._key(row, "k.db")
+            except InvalidRowError as error:
+                fast = str(error)
+            assert fast == checked
+
+    @pytest.mark.parametrize("role", ["superuser", "", 1, None])
+    def test_if_a_role_is_odd_then_a_clear_error_or_no_role(
+        self, tmp_path: Path, role: object
+    ) -> None:
+        path = tmp_path / "k.db"
+        store, key, key_id = _store_with_key(path)
+        conn = sqlite3.connect(path)
+        conn.executescript(  # the members table as another tool might have made it
+            "ALTER TABLE members RENAME TO old_members;"
+            "CREATE TABLE members (team_id, user_id, role, added_at,"
+            "                      PRIMARY KEY (team_id, user_id));"
+            "DROP TABLE old_members;"
+        )
+        conn.execute("INSERT INTO members VALUES ('t', 'u', ?, 0)", (role,))
+        conn.commit()
+        conn.close()
+        digest = KeyManager(store).hasher.stored_digest(key)
+        if role is None:
+            record = store.find_key(digest)
+            assert record is not None and record.role is None
+        else:
+            with pytest.raises(InvalidRowError, match=f"{key_id}.*role"):
+                store.find_key(digest)
         store.close()
 
     def test_if_a_row_is_odd_then_the_authenticator_answers_503(self, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,6 +107,55 @@ class TestKeys:
         stored = store.get_key("key_1")
         assert stored is not None and stored.last_used_at == T0 + timedelta(minutes=5)
         store.record_last_used({})
+
+
+class TestBulk:
+    def test_if_many_inserted_then_each_found_and_one_change_announced(
+        self, store: KeyStore, changes: list[Change]
+    ) -> None:
+        batch = [(key(n), f"d{n}") for n in range(1, 51)]
+        store.insert_keys(iter(batch))
+        for inserted, digest in batch:
+            record = store.find_key(digest)
+            assert record is not None and record.key == inserted and record.role is Role.OWNER
+        assert len(store.list_keys("team_1")) == 50
+        assert changes == [Change("key")]
+
+    @pytest.mark.parametrize(
+        "clash",
+        [
+            pytest.param([(key(4), "d2")], id="digest-twice-in-the-batch"),
+            pytest.param([(key(2), "d4")], id="id-twice-in-the-batch"),
+            pytest.param([(key(4), "d1")], id="digest-already-stored"),
+            pytest.param([(key(1), "d4")], id="id-already-stored"),
+        ],
+    )
+    def test_if_any_pair_clashes_then_none_inserted_and_nothing_announced(
+        self, store: KeyStore, changes: list[Change], clash: list[tuple[ApiKey, str]]
+    ) -> None:
+        store.insert_key(key(1), "d1")
+        changes.clear()
+        with pytest.raises(Exception):  # noqa: B017 - each store raises its own integrity error
+            store.insert_keys([(key(2), "d2"), (key(3), "d3"), *clash])
+        assert [k.id for k in store.list_keys("team_1")] == ["key_1"]
+        assert store.find_key("d2") is None and store.find_key("d4") is None
+        assert changes == []
+
+    def test_if_the_pairs_fail_half_way_then_none_inserted(
+        self, store: KeyStore, changes: list[Change]
+    ) -> None:
+        def pairs() -> Iterator[tuple[ApiKey, str]]:
+            yield key(1), "d1"
+            raise RuntimeError("the source broke")
+
+        with pytest.raises(RuntimeError, match="source broke"):
+            store.insert_keys(pairs())
+        assert store.get_key("key_1") is None and store.find_key("d1") is None
+        assert changes == []
+
+    def test_if_empty_then_nothing_announced(self, store: KeyStore, changes: list[Change]) -> None:
+        store.insert_keys([])
+        assert changes == [] and store.list_keys("team_1") == []
 
 
 class TestMembers:
