@@ -472,7 +472,7 @@ class InvalidBatchError(KeyManagementError, ValueError):
         refused: how many items were refused in all.
         total: how many items the batch had.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     #: How many refused items are kept (and the message names at most five).

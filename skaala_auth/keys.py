@@ -108,7 +108,7 @@ def random_base62(length: int) -> str:
     """``length`` characters drawn uniformly and independently from the base62 alphabet, with
     the operating system's CSPRNG (:func:`secrets.token_bytes`).
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
     drawn = b""
     while len(drawn) < length:

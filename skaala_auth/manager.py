@@ -175,7 +175,7 @@ class KeyManager:
             for plaintext, record in created:
                 deliver(record.name, plaintext)
 
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.1.0
         """
         items = list(specs)
         now = self._now()

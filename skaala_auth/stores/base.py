@@ -126,7 +126,7 @@ class KeyStore(Protocol):
         inserted (a duplicate id or digest, a store error), none. Announces one
         ``Change("key")`` without a ``key_id`` (none at all for an empty batch), not one per key.
 
-        .. versionadded:: 0.3.0
+        .. versionadded:: 0.1.0
         """
 
     def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
