@@ -440,6 +440,63 @@ def _tick(value: float) -> str:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def summary_rows(quick: bool) -> list[dict[str, Any]]:
+    """The store-growth rows of ``run_all.py``'s table: a smaller run of this script (stores of
+    1, 1,000 and 100,000 keys; 10,000 with ``quick``), interleaved rounds, medians of per-round
+    ratios to the 1-key store. The run to 1,000,000 keys, and the plot, are this script's own."""
+    sizes = [1, 1_000, 10_000 if quick else 100_000]
+    rounds, number = (3, 50) if quick else (7, 150)
+    directory = Path(tempfile.mkdtemp(prefix="skaala-growth-"))
+    stores: list[Store] = []
+    try:
+        for size in sizes:
+            stores.append(build(directory, size))
+        operations = ("find_hit", "find_miss", "cold_hit", "create")
+        ratios: dict[tuple[int, str], list[float]] = {
+            (s.size, op): [] for s in stores for op in operations
+        }
+        pairs = [(s, op) for s in stores for op in operations]
+        for _ in range(rounds):
+            random.shuffle(pairs)
+            seconds = {(s.size, op): measure(s, op, number)[0] for s, op in pairs}
+            for size, op in ratios:
+                ratios[size, op].append(seconds[size, op] / seconds[1, op])
+        big = sizes[-1]
+        grown = {op: statistics.median(ratios[big, op]) for op in operations}
+        import_seconds = stores[-1].build_seconds
+    finally:
+        for s in stores:
+            s.cold.close()
+            s.cached.close()
+            s.store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    n = _size(big)
+    return [
+        {
+            "work": f"store growth: SQLite look-up (`find_key`) at {n} keys ÷ at 1 key",
+            "now": f"{grown['find_hit']:.2f}×",
+            "target": "flat (indexed) to 1M",
+            "met": grown["find_hit"] <= 2.0 and grown["find_miss"] <= 2.0,
+            "peers": f"a missing key {grown['find_miss']:.2f}×; the authenticator's cold hit "
+            f"{grown['cold_hit']:.2f}×; to 1M keys: `bench_growth.py` (Store growth)",
+        },
+        {
+            "work": f"store growth: creating a key at {n} keys ÷ at 1 key",
+            "now": f"{grown['create']:.2f}×",
+            "target": "flat",
+            "met": grown["create"] <= 1.5,
+            "peers": "before schema 2: 50× at 100k keys (`bench_growth.py --old-prune`)",
+        },
+        {
+            "work": f"store growth: bulk import of {n} keys (`KeyManager.create_keys`)",
+            "now": f"{import_seconds:.1f} s",
+            "target": "a 100k import in seconds",
+            "met": import_seconds <= 30.0,
+            "peers": "1,000,000 keys: about 45 s (Store growth)",
+        },
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--max-keys", type=int, default=1_000_000, help="largest store")
