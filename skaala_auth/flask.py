@@ -167,8 +167,15 @@ def _check(endpoint: Endpoint, view_args: dict[str, Any] | None) -> ResponseRetu
         authenticator = current_app.extensions.get(_EXTENSION)
         if authenticator is None:
             raise RuntimeError("@requires_scope needs the SkaalaAuth extension on this app")
-    facts = RequestFacts.from_environ(environ, view_args or {})
-    outcome = authenticator.decide(facts, endpoint, found=environ.get(PRINCIPAL_KEY))
+    found = environ.get(PRINCIPAL_KEY)
+    method = environ.get("REQUEST_METHOD")
+    if found is not None and (method == "GET" or method == "POST"):
+        # The middleware's principal against this view: for these methods the requirement
+        # reads only the view arguments (no preflight, no path), so no headers are gathered.
+        facts = RequestFacts(method, "", (), None, view_args or {})
+    else:
+        facts = RequestFacts.from_environ(environ, view_args or {})
+    outcome = authenticator.decide(facts, endpoint, found=found)
     if isinstance(outcome, AuthError):
         return current_app.response_class(
             outcome.body_bytes(), status=outcome.status_code, headers=outcome.headers()
