@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, generate_key, parse_key
+from skaala_auth.flow import RequestFacts
 from skaala_auth.keys import ALPHABET, KEY_PATTERN, display_prefix
 
 from . import leakcheck
@@ -156,7 +157,9 @@ class TestHooks:
     def test_if_a_request_presents_a_key_then_registered(self) -> None:
         presented = "sk_live_" + "".join(secrets.choice(ALPHABET) for _ in range(38))
         with Authenticator(MemoryKeyStore()) as auth:
-            assert isinstance(auth.check_request({"X-API-Key": presented}), Exception)
+            assert isinstance(
+                auth.decide(RequestFacts("GET", "/", {"X-API-Key": presented})), Exception
+            )
         assert presented in REGISTRY
 
     def test_if_anything_logs_then_the_record_is_watched(self) -> None:
