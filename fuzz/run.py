@@ -1,6 +1,6 @@
 """Run every fuzz target (or the ones named) for a few seconds each, and summarise.
 
-    python fuzz/run.py                    # 5 s per target (what CI runs)
+    python fuzz/run.py                    # 5 s per target (CI runs 3)
     python fuzz/run.py --seconds 600 keys # a longer run of one target, corpus kept in fuzz/corpus/
 
 Each target is ``fuzz/fuzz_<name>.py``, run by atheris (libFuzzer) in its own process. A crash
@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.monotonic() - started
             stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", result.stderr))
             runs = int(stats.get("number_of_executed_units", 0))
+            rate = int(stats.get("average_exec_per_sec", 0))
             print(
-                f"fuzz {name:12} {runs:>9,} inputs in {elapsed:4.1f} s "
-                f"({runs / max(elapsed, 1e-9):,.0f}/s), {stats.get('new_units_added', '?')} "
-                f"new coverage units: {'ok' if result.returncode == 0 else 'FAILED'}"
+                f"fuzz {name:12} {runs:>9,} inputs ({rate:,}/s) in {elapsed:4.1f} s with start-up,"
+                f" {stats.get('new_units_added', '?')} new units of coverage: "
+                f"{'ok' if result.returncode == 0 else 'FAILED'}"
             )
             if result.returncode != 0:
                 failed = True
