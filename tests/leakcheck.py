@@ -27,10 +27,17 @@ secret (a key cut short by a log line still gives most of it away); the display 
 - ``exception``: the ``str`` and ``repr`` of every exception caught by ``pytest.raises``
   (and of its causes).
 
+A test that calls an app without a client (the hardening drivers) hands its responses over with
+:func:`seen_response`. A key the client itself put in the URL (a key in the query string, which
+the contract refuses) is in every access log by the client's doing: a log record or a response
+(a redirect's ``Location``) that repeats that URL is not counted; output and exceptions are.
+
 **Cost.** Wrapping costs a function call per key issued, per credential read and per log
 record. At teardown each text is searched once for runs of 12 or more base62 characters (a C
 regex), and only those runs are looked up, 12 characters at a time, in a dict of pieces: a test
-that logs nothing and receives small responses pays a few microseconds.
+that logs nothing and receives small responses pays a few microseconds. The whole suite's
+teardowns scan about 51,000 texts (11.6 million characters) in about 1.3 s.
+``SKAALA_LEAK_CHECK=0`` turns the check off; ``SKAALA_LEAK_CHECK=stats`` prints those numbers.
 
 **Opting out.** A test that shows a key on purpose says where, and only there:
 ``@pytest.mark.shows_key("output")`` (the CLI's one-time display), ``shows_key("response")``

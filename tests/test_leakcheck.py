@@ -145,6 +145,7 @@ class TestOptOut:
         assert found(watch, "output") == [("log", True), ("output", False)]
 
 
+@pytest.mark.skipif(not leakcheck.ENABLED, reason="SKAALA_LEAK_CHECK=0: no hooks installed")
 class TestHooks:
     """The process-wide hooks the check installs (see ``leakcheck.install``)."""
 
