@@ -92,7 +92,11 @@ class TestSearch:
         watch = watching()
         watch.registry.presented("opaque-token-0123456789")
         watch.registry.presented("short")
+        watch.registry.presented('Bearer realm="api"')  # a constant of ours, fed by hypothesis
+        watch.registry.presented("application/json")
         watch.responses.append(("echo", "you sent opaque-token-0123456789, and short"))
+        watch.responses.append(("401", 'www-authenticate: Bearer realm="api"'))
+        watch.responses.append(("401", "content-type: application/json"))
         assert found(watch) == [("response", False)]
         watch.registry.end_test()  # presented credentials are forgotten after the test
         assert found(watch) == []
