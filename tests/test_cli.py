@@ -23,8 +23,9 @@ from skaala_auth.cli import main, parse_duration
 
 SCRIPT = Path(sys.executable).parent / "skaala-auth"
 
-#: ``keys create`` and ``keys rotate`` print the new key once: the one-time display, which the
-#: leak check (tests/leakcheck.py) allows in these tests' output, once per key, and nowhere else.
+#: ``keys create``, ``rotate`` and ``import`` print each new key once: the one-time display,
+#: which the leak check (tests/leakcheck.py) allows in these tests' output, once per key, and
+#: nowhere else.
 shows_key = pytest.mark.shows_key("output")
 
 
@@ -612,6 +613,7 @@ def _keys(db: Path) -> list[Any]:
 ITEM = {"team_id": "team_1", "user_id": "user_1", "scopes": ["read:calls"]}
 
 
+@shows_key
 def test_if_keys_are_imported_then_each_printed_once_with_its_line(
     capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
 ) -> None:

@@ -1,11 +1,13 @@
 """Django's error reports never show a key (issue 9, "Frame locals"): the technical 500 page
 (``DEBUG = True``) and the ``ADMINS`` e-mails (``DEBUG = False``), for exceptions raised where
 a real app raises while a key is in flight — in the view after authentication (middleware,
-``@requires_scope``, the mixin, DRF), in a rate limiter, in a store, in an audit hook."""
+``@requires_scope``, the mixin, DRF), in a rate limiter, in a store, in an audit hook or the
+audit log."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -136,6 +138,31 @@ class BrokenLimiter:
             raise BoomError("redis: connection refused")
 
 
+class BrokenAuditLog(logging.Filter):
+    """A filter on the ``skaala_auth.audit`` logger that raises once armed: a log pipeline with
+    a bug, the fault that still propagates out of the core while it holds a key."""
+
+    armed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.armed:
+            raise BoomError("the log pipeline is broken")
+        return True
+
+
+@pytest.fixture
+def broken_audit_log() -> Iterator[BrokenAuditLog]:
+    logger = logging.getLogger("skaala_auth.audit")
+    level, broken = logger.level, BrokenAuditLog()
+    logger.setLevel(logging.DEBUG)  # successes are audited (at DEBUG) only when someone listens
+    logger.addFilter(broken)
+    try:
+        yield broken
+    finally:
+        logger.removeFilter(broken)
+        logger.setLevel(level)
+
+
 @pytest.fixture
 def store() -> FlakyStore:
     return FlakyStore()
@@ -206,21 +233,35 @@ class TestDebugPage:
         assert meta["HTTP_AUTHORIZATION"] == meta["HTTP_X_API_KEY"] == STARS
 
     @pytest.mark.parametrize("path", ["/plain", "/teams/team_1/decorated"])
-    def test_if_the_rate_limiter_raises_then_the_core_frames_on_the_page_show_no_key(
-        self, store: FlakyStore, clock: Any, key: str, path: str
+    def test_if_the_audit_log_raises_on_a_cached_key_then_the_page_shows_no_key(
+        self, store: FlakyStore, clock: Any, key: str, path: str, broken_audit_log: Any
     ) -> None:
-        # The limiter runs once the key is granted. On a cache hit the core's frames still hold
-        # the key when it runs (the decorator without the middleware: 4 times on this page);
-        # the request's reporter filter cleanses them.
-        limiter = BrokenLimiter()
-        with Authenticator(store, clock=clock, rate_limiter=limiter) as auth:
-            with project(auth, middleware=path == "/plain"):
-                limiter.down = False
-                warm = Client(raise_request_exception=False).get(path, headers={"X-API-Key": key})
-                assert warm.status_code == 500 and b"failed" in warm.content  # the view's fault
-                limiter.down = True
-                page = debug_page(path, key).content.decode()
-        assert "redis: connection refused" in page
+        # The core holds the key in Flow.start (key, data) while it audits a cached grant; a
+        # logging filter that raises there is a 500 through the core's frames. The request's
+        # reporter filter cleanses them (without it: the key 4 times on this page, in Flow.start's
+        # key and data, Flow.headers' key and the headers list).
+        with Authenticator(store, clock=clock) as auth, project(auth, middleware=path == "/plain"):
+            warm = Client(raise_request_exception=False).get(path, headers={"X-API-Key": key})
+            assert warm.status_code == 500 and b"failed" in warm.content  # the view's fault
+            broken_audit_log.armed = True
+            page = debug_page(path, key).content.decode()
+        assert "the log pipeline is broken" in page
+        assert pieces(page, key) == []
+        shown_as = r"<td>(key|data)</td>\s*<td class=\"code\"><pre>&#x27;\*{20}&#x27;</pre>"
+        assert {match.group(1) for match in re.finditer(shown_as, page)} == {"key", "data"}
+
+    def test_if_the_rate_limiter_raises_then_503_and_its_logged_traceback_shows_no_key(
+        self, store: FlakyStore, clock: Any, key: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with Authenticator(store, clock=clock, rate_limiter=BrokenLimiter()) as auth:
+            with project(auth), caplog.at_level(logging.WARNING, logger="skaala_auth"):
+                reply = Client().get("/plain", headers={"X-API-Key": key})
+        assert reply.status_code == 503
+        record = next(r for r in caplog.records if r.exc_info)
+        assert record.exc_info is not None
+        with override_settings(DEBUG=True):
+            page = ExceptionReporter(None, *record.exc_info).get_traceback_html()
+        assert "redis: connection refused" in page and "Local vars" in page
         assert pieces(page, key) == []
 
     def test_if_the_store_raises_under_the_middleware_then_503_and_no_page(
@@ -297,13 +338,11 @@ class TestAdminEmails:
             logger.removeHandler(handler)
 
     def test_if_debug_is_off_then_the_error_email_shows_no_key(
-        self, store: FlakyStore, clock: Any, key: str, mailed: list[Any]
+        self, store: FlakyStore, clock: Any, key: str, mailed: list[Any], broken_audit_log: Any
     ) -> None:
-        limiter = BrokenLimiter()
-        limiter.down = False
-        with Authenticator(store, clock=clock, rate_limiter=limiter) as auth:
-            assert auth.verify(key).key_id  # cached: the limiter runs in the core's hot path
-            limiter.down = True
+        with Authenticator(store, clock=clock) as auth:
+            assert auth.verify(key).key_id  # cached: the audit runs in the core's hot path
+            broken_audit_log.armed = True
             with project(auth, middleware=False), override_settings(DEBUG=False):
                 reply = Client(raise_request_exception=False).get(
                     "/teams/team_1/decorated", headers={"X-API-Key": key}
@@ -312,10 +351,10 @@ class TestAdminEmails:
         assert len(mailed) == 2
         for message in mailed:
             text = message.subject + message.body + "".join(a[0] for a in message.alternatives)
-            assert "redis: connection refused" in text
+            assert "the log pipeline is broken" in text
             assert pieces(text, key) == []
         html = next(message for message in mailed if message.alternatives).alternatives[0][0]
-        assert "Local Vars" in html  # the frames are in the report, with their variables
+        assert "<td>key</td>" in html  # the core's frame is in the report, cleansed
 
 
 class TestFilter:
