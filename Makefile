@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick profile clean
+.PHONY: demo test lint fuzz bench bench-quick profile clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --fail-under=95
+
+# Coverage-guided fuzzing of key parsing, credential extraction and rules (docs/security.md).
+FUZZ_SECONDS ?= 60
+fuzz: $(BIN)/.installed
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) --keep-corpus
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

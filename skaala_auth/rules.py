@@ -254,7 +254,10 @@ def _forms(path: str) -> tuple[str, ...]:
             continue
         segments.append(segment)
     resolved = "/" + "/".join(segments)
-    if merged.endswith(("/", "/.", "/..")) and resolved != "/":
+    # A path ending in a dot segment keeps its trailing slash ("/a/." is "/a/"); one ending in
+    # "/" has it already, as an empty last segment ("/a/./" is "/a/", never "/a//", which a
+    # rule for "/a/" does not match).
+    if merged.endswith(("/.", "/..")) and not resolved.endswith("/"):
         resolved += "/"
     for form in (stripped, merged, resolved):
         if form not in forms:

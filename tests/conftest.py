@@ -13,6 +13,9 @@ import pytest
 
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, SQLiteKeyStore
 
+# The leak check runs after every test (see tests/leakcheck.py).
+pytest_plugins = ("tests.leakcheck",)
+
 START = 1_800_000_000.0  # 2027-01-15, a fixed instant for every test clock
 
 

@@ -23,6 +23,11 @@ from skaala_auth.cli import main, parse_duration
 
 SCRIPT = Path(sys.executable).parent / "skaala-auth"
 
+#: ``keys create``, ``rotate`` and ``import`` print each new key once: the one-time display,
+#: which the leak check (tests/leakcheck.py) allows in these tests' output, once per key, and
+#: nowhere else.
+shows_key = pytest.mark.shows_key("output")
+
 
 def run(*args: str, stdin: str = "", db: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The console script as a user runs it (``python -m skaala_auth`` when not installed)."""
@@ -72,6 +77,7 @@ def create(capsys: pytest.CaptureFixture[str], db: Path, *scopes: str) -> dict[s
 # -- the life cycle, as a subprocess ----------------------------------------------------------
 
 
+@shows_key
 def test_if_a_key_is_created_verified_and_revoked_then_verify_fails(tmp_path: Path) -> None:
     db = tmp_path / "life.db"
     assert run("init", db=db).returncode == 0
@@ -144,6 +150,7 @@ def test_if_help_is_asked_of_any_command_then_usage_and_exit_0(
     assert out.startswith("usage: skaala-auth")
 
 
+@shows_key
 def test_if_keys_create_then_the_key_is_printed_once_with_the_record(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -159,6 +166,7 @@ def test_if_keys_create_then_the_key_is_printed_once_with_the_record(
     assert record.expires_at - record.created_at == timedelta(hours=1, minutes=30)
 
 
+@shows_key
 def test_if_keys_create_json_then_one_object_with_key_and_id(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -167,6 +175,7 @@ def test_if_keys_create_json_then_one_object_with_key_and_id(
     assert document["status"] == "active"
 
 
+@shows_key
 def test_if_global_json_is_given_before_the_command_then_json_too(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -175,6 +184,7 @@ def test_if_global_json_is_given_before_the_command_then_json_too(
     assert status == 0 and len(json.loads(out)) == 1
 
 
+@shows_key
 def test_if_keys_list_show_rotate_then_the_records(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -200,6 +210,7 @@ def test_if_keys_list_show_rotate_then_the_records(
     assert status == 0 and "No keys" in out
 
 
+@shows_key
 def test_if_keys_verify_is_given_scopes_and_a_team_then_it_checks_them(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -220,6 +231,7 @@ def test_if_keys_verify_is_given_scopes_and_a_team_then_it_checks_them(
     assert status == 0 and "valid:" in out
 
 
+@shows_key
 def test_if_a_test_key_is_verified_then_only_with_accept_test_keys(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -328,6 +340,7 @@ def test_if_a_dsn_is_given_without_the_postgres_store_then_a_clear_error(
     assert "pip install" not in err
 
 
+@shows_key
 def test_if_a_key_is_passed_as_an_argument_then_refused_and_not_echoed(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -393,6 +406,7 @@ def _changes(db: Path) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("command", ["show", "revoke", "rotate"])
+@shows_key
 def test_if_a_key_is_given_as_the_key_id_then_refused_not_echoed_and_not_stored(
     capsys: pytest.CaptureFixture[str], db: Path, command: str
 ) -> None:
@@ -410,6 +424,7 @@ def test_if_a_key_is_given_as_the_key_id_then_refused_not_echoed_and_not_stored(
 
 
 @pytest.mark.parametrize("option", ["--team", "--user"])
+@shows_key
 def test_if_a_key_is_given_as_a_member_id_then_refused_and_not_stored(
     capsys: pytest.CaptureFixture[str], db: Path, option: str
 ) -> None:
@@ -422,6 +437,7 @@ def test_if_a_key_is_given_as_a_member_id_then_refused_and_not_stored(
     assert key.encode() not in _database_text(db)
 
 
+@shows_key
 def test_if_a_key_is_given_as_a_name_then_refused(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -433,6 +449,7 @@ def test_if_a_key_is_given_as_a_name_then_refused(
     assert status == 2 and "--name is an API key" in err and key not in err
 
 
+@shows_key
 def test_if_a_key_found_in_a_log_is_piped_to_revoke_then_it_is_revoked(
     capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
@@ -450,6 +467,7 @@ def test_if_a_key_found_in_a_log_is_piped_to_revoke_then_it_is_revoked(
     assert status == 1 and "(revoked)" in err
 
 
+@shows_key
 def test_if_the_service_has_a_pepper_then_revoke_by_key_finds_the_key_with_it(
     capsys: pytest.CaptureFixture[str], db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -595,6 +613,7 @@ def _keys(db: Path) -> list[Any]:
 ITEM = {"team_id": "team_1", "user_id": "user_1", "scopes": ["read:calls"]}
 
 
+@shows_key
 def test_if_keys_are_imported_then_each_printed_once_with_its_line(
     capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from ..errors import AuthError
 from ..flow import Endpoint, RequestFacts
 from ..models import Principal
 from .conf import get_authenticator, get_rules
+from .reporting import protect_report
 
 __all__ = ["ApiKeyMiddleware", "decide", "decide_async", "error_response", "facts_of"]
 
@@ -32,8 +33,12 @@ def facts_of(request: HttpRequest, path_params: Mapping[str, object] | None = No
     """What the core needs of a Django request: method, ``path_info`` (what the URL resolver
     matches), the credential headers, the query string and the URL's keyword arguments.
 
+    From here on the key is in flight: the request's error reports (the DEBUG page, the
+    ``ADMINS`` e-mails) cleanse it wherever it shows (see :mod:`skaala_auth.django.reporting`).
+
     .. versionadded:: 0.1.0
     """
+    protect_report(request)
     meta = request.META
     query = meta.get("QUERY_STRING")
     # path_info, not PATH_INFO: Django decoded it already, and strips SCRIPT_NAME under ASGI.

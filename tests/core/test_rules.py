@@ -103,6 +103,21 @@ def test_if_a_protected_path_is_spelt_otherwise_then_still_protected(path: str) 
     assert RULES.match("GET", path) == TEAM_READ
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/teams/team_1/bookings/./",
+        "/api/v1/teams/team_1/bookings/.",
+        "/api/v1/teams/team_1/bookings/x/../",
+        "/API/V1/TEAMS/team_1/BOOKINGS/./",
+    ],
+)
+def test_if_a_protected_path_ends_in_a_dot_segment_then_still_protected(path: str) -> None:
+    """Found by fuzz/fuzz_rules.py: "/a/./" resolved to "/a//", which the rule for "/a" (or
+    "/a/") does not match, so the request was not challenged."""
+    assert RULES.match("GET", path) == TEAM_READ
+
+
 @pytest.mark.parametrize("path", ["//api/v1/contacts", "/api/./contacts", "/x/../api/v1/y"])
 def test_if_under_a_protected_prefix_spelt_otherwise_then_protected(path: str) -> None:
     assert RULES.match("GET", path).required

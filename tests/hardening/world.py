@@ -18,6 +18,7 @@ from urllib.parse import unquote, unquote_to_bytes
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, Principal, generate_key
 
 from ..conftest import Clock
+from ..leakcheck import seen_response
 
 ALL_SCOPES = ("read:bookings", "write:bookings", "read:staff")
 BOOKINGS = "/api/v1/teams/{team}/bookings"
@@ -213,7 +214,9 @@ class AsgiDriver:
         self.runner.close()
 
     def __call__(self, request: Request) -> Reply:
-        return self.runner.run(self._call(request))
+        reply = self.runner.run(self._call(request))
+        seen_response("ASGI app", reply, request.target)
+        return reply
 
     async def _call(self, request: Request) -> Reply:
         reply = Reply(0)
@@ -303,6 +306,7 @@ class WsgiDriver:
                     close()
         except Exception as error:  # gunicorn answers 500
             reply.status, reply.body = 500, repr(error).encode()
+        seen_response("WSGI app", reply, request.target)
         return reply
 
 
