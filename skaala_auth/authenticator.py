@@ -345,6 +345,8 @@ class Authenticator:
             auth._loader.poll(now)
         step = auth._flow.start(key, required_scopes, team_id, now)
         del key  # the plaintext stays out of this frame while the store is asked
+        if step is None:  # pragma: no cover - start() returns None only for no key at all
+            raise TypeError("verify() needs a key")
         if isinstance(step, Load):
             step = auth._flow.resume(step, auth._loader.load(step), now)
         if isinstance(step, AuthError):

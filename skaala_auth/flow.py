@@ -470,21 +470,28 @@ class Flow:
         now: float,
     ) -> Outcome | Load:
         """Start deciding by a request's headers (and query string)."""
+        # The key goes straight into start(), never into a local here: a frame up the stack
+        # of a rate limiter or an audit hook (what Sentry-style capture shows) holds no key.
         try:
-            key = extract_key(headers, query)
-        except AuthError as error:
+            return self.start(extract_key(headers, query), scopes, team_id, now, required)
+        except AuthError as error:  # extract_key's 400s (start() returns its refusals)
             return self.audited(error)
+
+    def start(
+        self,
+        key: str | None,
+        scopes: Collection[str],
+        team_id: str | None,
+        now: float,
+        required: bool = True,
+    ) -> Outcome | Load:
+        """Start deciding a presented key (``None``: none was presented; ``required`` says
+        whether that is a 401 or anonymous). This is the hot path: a cached key is decided
+        here, in one call (what :func:`~skaala_auth.decision.decide` does is written out)."""
         if key is None:
             if not required:
                 return None
             return self.audited(MissingKeyError()) if self.audit_failure else _MISSING
-        return self.start(key, scopes, team_id, now)
-
-    def start(
-        self, key: str, scopes: Collection[str], team_id: str | None, now: float
-    ) -> Principal | AuthError | Load:
-        """Start deciding a presented key. This is the hot path: a cached key is decided here,
-        in one call (what :func:`~skaala_auth.decision.decide` does is written out inline)."""
         try:
             data = key.encode()
         except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
@@ -505,7 +512,9 @@ class Flow:
         ):
             if self._plain and now < entry.touch_due:
                 return principal
+            del key, data  # the limiter and the audit hook run below this frame
             return self._granted(entry, principal, now)
+        del key, data
         return self._decide(entry, scopes, team_id, now)
 
     def resume(self, load: Load, loaded: Entry | AuthError, now: float) -> Principal | AuthError:

@@ -7,7 +7,6 @@ audit log."""
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import types
 from collections.abc import Iterator
@@ -236,10 +235,10 @@ class TestDebugPage:
     def test_if_the_audit_log_raises_on_a_cached_key_then_the_page_shows_no_key(
         self, store: FlakyStore, clock: Any, key: str, path: str, broken_audit_log: Any
     ) -> None:
-        # The core holds the key in Flow.start (key, data) while it audits a cached grant; a
-        # logging filter that raises there is a 500 through the core's frames. The request's
-        # reporter filter cleanses them (without it: the key 4 times on this page, in Flow.start's
-        # key and data, Flow.headers' key and the headers list).
+        # A logging filter that raises while the core audits a cached grant is a 500 through
+        # the core's frames. They hold no key (Flow.start drops it before the audit), and the
+        # request's reporter filter cleanses whatever else would show one (the header list
+        # Flow.headers was handed).
         with Authenticator(store, clock=clock) as auth, project(auth, middleware=path == "/plain"):
             warm = Client(raise_request_exception=False).get(path, headers={"X-API-Key": key})
             assert warm.status_code == 500 and b"failed" in warm.content  # the view's fault
@@ -247,8 +246,7 @@ class TestDebugPage:
             page = debug_page(path, key).content.decode()
         assert "the log pipeline is broken" in page
         assert pieces(page, key) == []
-        shown_as = r"<td>(key|data)</td>\s*<td class=\"code\"><pre>&#x27;\*{20}&#x27;</pre>"
-        assert {match.group(1) for match in re.finditer(shown_as, page)} == {"key", "data"}
+        assert "Flow" in page  # the core's frames are on the page, with their variables
 
     def test_if_the_rate_limiter_raises_then_503_and_its_logged_traceback_shows_no_key(
         self, store: FlakyStore, clock: Any, key: str, caplog: pytest.LogCaptureFixture
@@ -354,7 +352,7 @@ class TestAdminEmails:
             assert "the log pipeline is broken" in text
             assert pieces(text, key) == []
         html = next(message for message in mailed if message.alternatives).alternatives[0][0]
-        assert "<td>key</td>" in html  # the core's frame is in the report, cleansed
+        assert "in start" in html  # the core's frames are in the report, and show no key
 
 
 class TestFilter:

@@ -42,13 +42,6 @@ from ..conftest import Clock
 
 PACKAGE = str(Path(skaala_auth.__file__).parent)
 
-#: The core's frames that hold the plaintext on a cache hit, today: the limiter and the audit
-#: hook run inside Flow.start. When they no longer do, the xfail below passes, strictly.
-TODAY = (
-    "on a cache hit the rate limiter and the audit hook run inside Flow.start, whose frame holds "
-    "the key (key, data), below Flow.headers (key)"
-)
-
 
 def pieces(key: str) -> set[str]:
     secret = key[8:40]
@@ -173,15 +166,7 @@ class TestFrames:
         assert store.raised is not None  # the store did raise, during this request
         assert store.holders == []
 
-    @pytest.mark.parametrize(
-        "cache",
-        [
-            "cold",
-            pytest.param(
-                "warm", marks=pytest.mark.xfail(strict=True, reason=TODAY, raises=AssertionError)
-            ),
-        ],
-    )
+    @pytest.mark.parametrize("cache", ["cold", "warm"])
     @pytest.mark.parametrize("where", ["rate limiter", "audit hook"])
     def test_if_a_limiter_or_an_audit_hook_raises_then_no_core_frame_holds_the_key(
         self, store: FailingStore, clock: Clock, key: str, where: str, cache: str
