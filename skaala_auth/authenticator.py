@@ -189,11 +189,10 @@ class Authenticator:
         if found is not None:  # no credential to read: no clock, no poll, no I/O
             return auth._flow.recheck(facts, need, found)
         now = auth.clock()
-        if now >= auth._loader.next_poll:
-            auth._loader.poll(now)
+        waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
-            return auth._flow.resume(step, auth._loader.load(step), now)
+            return auth._flow.resume(step, auth._loader.load(step, waited), now)
         return step
 
     async def decide_async(
@@ -212,11 +211,10 @@ class Authenticator:
         if found is not None:
             return auth._flow.recheck(facts, need, found)
         now = auth.clock()
-        if now >= auth._loader.next_poll:
-            await auth._loader.poll_async(now)
+        waited = await auth._loader.poll_async(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
-            return auth._flow.resume(step, await auth._loader.load_async(step), now)
+            return auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
         return step
 
     @overload
@@ -270,12 +268,11 @@ class Authenticator:
         """
         auth = self if _override is None else _override
         now = auth.clock()
-        if now >= auth._loader.next_poll:
-            auth._loader.poll(now)
+        waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
         del headers  # they carry the key: out of this frame while the store is asked
         if isinstance(step, Load):
-            step = auth._flow.resume(step, auth._loader.load(step), now)
+            step = auth._flow.resume(step, auth._loader.load(step, waited), now)
         if isinstance(step, AuthError):
             raise step.raisable()
         return step
@@ -318,12 +315,11 @@ class Authenticator:
         """
         auth = self if _override is None else _override
         now = auth.clock()
-        if now >= auth._loader.next_poll:
-            await auth._loader.poll_async(now)
+        waited = await auth._loader.poll_async(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
         del headers
         if isinstance(step, Load):
-            step = auth._flow.resume(step, await auth._loader.load_async(step), now)
+            step = auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
         if isinstance(step, AuthError):
             raise step.raisable()
         return step
@@ -341,14 +337,13 @@ class Authenticator:
         """
         auth = self if _override is None else _override
         now = auth.clock()
-        if now >= auth._loader.next_poll:
-            auth._loader.poll(now)
+        waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.start(key, required_scopes, team_id, now)
         del key  # the plaintext stays out of this frame while the store is asked
         if step is None:  # pragma: no cover - start() returns None only for no key at all
             raise TypeError("verify() needs a key")
         if isinstance(step, Load):
-            step = auth._flow.resume(step, auth._loader.load(step), now)
+            step = auth._flow.resume(step, auth._loader.load(step, waited), now)
         if isinstance(step, AuthError):
             raise step.raisable()
         return step

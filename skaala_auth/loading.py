@@ -10,8 +10,9 @@ timeout for sync and async callers alike; and the polls that bring other process
   others; its result still reaches the cache.
 - **Polls.** At most every ``poll_interval`` seconds a request lets the store deliver the
   changes other processes made (SQLite's ``data_version``): the poll runs in a worker thread too,
-  and the request waits for it at most ``timeout`` seconds. A poll that fails, or that has not
-  answered by then, empties the cache, so the store decides the next requests, and fails closed
+  and the request waits for it at most ``timeout`` seconds — its look-up, if it needs one,
+  waits what is left of them. A poll that fails, or that has not answered by then, empties the
+  cache, so the store decides the next requests, and fails closed
   while it is down or hangs; a poll still hanging a whole interval later empties it again.
 
 .. versionadded:: 0.1.0
@@ -24,6 +25,7 @@ import concurrent.futures
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from .cache import Entry, KeyCache
@@ -79,21 +81,22 @@ class KeyLoader:
 
     # -- loads ---------------------------------------------------------------------------------
 
-    def load(self, need: Load) -> Entry | AuthError:
-        """Perform ``need``, waiting at most ``timeout`` seconds. Never raises: the refusal
-        (unknown key, store failure) is returned for the flow to audit."""
+    def load(self, need: Load, waited: float = 0.0) -> Entry | AuthError:
+        """Perform ``need``, waiting at most ``timeout`` seconds in all (``waited``: what this
+        request already waited for a poll). Never raises: the refusal (unknown key, store
+        failure) is returned for the flow to audit."""
         try:
-            return self._flight(need).result(self.timeout)
+            return self._flight(need).result(max(self.timeout - waited, 0.0))
         except TimeoutError as error:
             return _unavailable(error)
         except AuthError as error:
             return error
 
-    async def load_async(self, need: Load) -> Entry | AuthError:
+    async def load_async(self, need: Load, waited: float = 0.0) -> Entry | AuthError:
         """:meth:`load` for async callers: the event loop never waits on the store."""
         future = asyncio.wrap_future(self._flight(need))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            return await asyncio.wait_for(asyncio.shield(future), max(self.timeout - waited, 0.0))
         except TimeoutError as error:
             return _unavailable(error)
         except AuthError as error:
@@ -169,25 +172,32 @@ class KeyLoader:
 
     # -- polls ---------------------------------------------------------------------------------
 
-    def poll(self, now: float) -> None:
+    def poll(self, now: float) -> float:
         """Let the store deliver other processes' changes, at most every ``poll_interval``:
         the request that finds a poll due starts one in a worker thread and waits for it at
-        most ``timeout`` seconds; the others go on without waiting (at most one poll late)."""
+        most ``timeout`` seconds; the others go on without waiting (at most one poll late).
+        Returns the seconds this caller waited, which its look-up, if any, waits less."""
         future = self._start_poll(now)
-        if future is not None:
-            try:
-                future.result(self.timeout)
-            except TimeoutError:
-                self._poll_stuck()
+        if future is None:
+            return 0.0
+        started = time.monotonic()
+        try:
+            future.result(self.timeout)
+        except TimeoutError:
+            self._poll_stuck()
+        return time.monotonic() - started
 
-    async def poll_async(self, now: float) -> None:
+    async def poll_async(self, now: float) -> float:
         """:meth:`poll` for async callers: the event loop never waits on the store."""
         future = self._start_poll(now)
-        if future is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout)
-            except TimeoutError:
-                self._poll_stuck()
+        if future is None:
+            return 0.0
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout)
+        except TimeoutError:
+            self._poll_stuck()
+        return time.monotonic() - started
 
     def _start_poll(self, now: float) -> concurrent.futures.Future[None] | None:
         """The poll this caller waits for, or ``None`` (not due, or one is running)."""

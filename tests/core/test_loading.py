@@ -34,6 +34,13 @@ class BlockingStore(MemoryKeyStore):
         self.finds = 0
         self.failing = False
 
+    block_polls = False
+
+    def poll_changes(self) -> None:
+        if self.block_polls:
+            self.release.wait(10)
+        super().poll_changes()
+
     def find_key(self, digest: str) -> KeyRecord | None:
         self.finds += 1
         self.release.wait(10)
@@ -71,6 +78,26 @@ class TestStoreTimeout:
             assert caught.value.status_code == 503
             assert not store.release.is_set()  # answered while the look-up was still waiting
         finally:
+            store.release.set()
+
+    def test_if_polls_hang_too_then_the_poll_and_the_look_up_share_one_timeout(
+        self, store: BlockingStore, make_auth: Any, clock: Clock
+    ) -> None:
+        # The store answers 1.5 timeouts after the request: a request whose poll and look-up
+        # each waited a whole timeout would get the store's answer (200); sharing one, it is
+        # answered 503 while the store still hangs.
+        key = issue(store, clock)
+        auth = make_auth(store, clock=clock, store_timeout=0.3)
+        store.block_polls = True
+        store.release.clear()
+        letting_go = threading.Timer(0.45, store.release.set)
+        letting_go.start()
+        try:
+            with pytest.raises(StoreUnavailableError):
+                auth.authenticate(bearer(key))
+            assert not store.release.is_set()
+        finally:
+            letting_go.cancel()
             store.release.set()
 
     def test_if_a_waiter_gave_up_then_the_load_still_reaches_the_cache(
