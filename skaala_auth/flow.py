@@ -40,6 +40,7 @@ from .errors import (
 from .hashing import Hasher
 from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
 from .models import Principal
+from .outage import Outage
 from .rules import OPTIONAL, PUBLIC, UNBOUND_TEAM, Requirement, Rules
 
 if TYPE_CHECKING:
@@ -415,7 +416,11 @@ class Flow:
         self._interval = last_used_interval
         self._track = track_last_used
         self._limiter = rate_limiter
-        self._limiter_failing = False
+        self._limiter_outage = Outage(
+            log,
+            "the rate limiter failed: requests are refused (503)",
+            "the rate limiter answers again",
+        )
         self._audit = audit
         # Whether outcomes are audited, and so whether a grant needs more than its principal;
         # refreshed at every poll (see refresh()).
@@ -580,9 +585,8 @@ class Flow:
                 return self.audited(error, principal=principal)
             except Exception as error:  # its backend is down: fail closed, never a 500
                 return self.audited(self._limiter_failed(error), principal=principal)
-            if self._limiter_failing:
-                self._limiter_failing = False
-                log.warning("the rate limiter answers again")
+            if self._limiter_outage.failing:
+                self._limiter_outage.succeeded()
         if now >= entry.touch_due:
             entry.touch_due = now + self._interval
             if self._track:
@@ -592,12 +596,8 @@ class Flow:
         return principal
 
     def _limiter_failed(self, error: Exception) -> AuthError:
-        """The 503 for a limiter that raised: one traceback per outage, then one line each."""
-        if self._limiter_failing:
-            log.warning("the rate limiter failed again: %s", error)
-        else:
-            log.warning("the rate limiter failed: requests are refused (503)", exc_info=error)
-        self._limiter_failing = True
+        """The 503 for a limiter that raised (logged once per outage with its traceback)."""
+        self._limiter_outage.failed(error)
         failure = RateLimiterUnavailableError()
         failure.__cause__ = error
         return failure

@@ -19,6 +19,7 @@ import weakref
 from typing import Final
 
 from .models import from_epoch
+from .outage import Outage
 from .stores.base import KeyStore
 
 __all__ = ["LastUsedRecorder"]
@@ -47,7 +48,12 @@ class LastUsedRecorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._failing = False  # the last flush failed: log the next failures without a traceback
+        self._outage = Outage(
+            log,
+            "could not record last-used times; will retry",
+            "recorded last-used times again",
+            logging.INFO,
+        )
         _live.add(self)
 
     def mark(self, key_id: str, when: float) -> None:
@@ -73,20 +79,13 @@ class LastUsedRecorder:
         try:
             self._store.record_last_used({key: from_epoch(at) for key, at in batch.items()})
         except Exception as error:
-            # A store that is down fails every flush: one traceback per outage, then one line.
-            if self._failing:
-                log.warning("could not record last-used times; will retry: %s", error)
-            else:
-                log.warning("could not record last-used times; will retry", exc_info=True)
-            self._failing = True
+            self._outage.failed(error)  # a store that is down fails every flush
             with self._lock:
                 for key, at in batch.items():
                     if at > self._pending.get(key, 0.0):
                         self._pending[key] = at
             return 0
-        if self._failing:
-            log.info("recorded last-used times again")
-            self._failing = False
+        self._outage.succeeded()
         return len(batch)
 
     def _run(self) -> None:

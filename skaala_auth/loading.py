@@ -33,6 +33,7 @@ from .decision import Grant
 from .errors import AuthError, InvalidKeyError, Reason, StoreUnavailableError
 from .flow import Load
 from .models import KeyRecord
+from .outage import Outage
 from .stores.base import KeyStore
 
 __all__ = ["KeyLoader"]
@@ -77,7 +78,9 @@ class KeyLoader:
         self._flights: dict[bytes, concurrent.futures.Future[Entry]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._polling: concurrent.futures.Future[None] | None = None
-        self._poll_failing = False
+        self._poll_outage = Outage(
+            log, "could not poll the key store for changes", "the key store answers polls again"
+        )
 
     # -- loads ---------------------------------------------------------------------------------
 
@@ -216,9 +219,7 @@ class KeyLoader:
     def _poll_stuck(self) -> None:
         """A poll slower than ``timeout``: trust nothing cached (as for a failed poll), so the
         store decides the next requests, and fails closed if it hangs too."""
-        if not self._poll_failing:
-            log.warning("the key store did not answer a poll within %s s", self.timeout)
-        self._poll_failing = True
+        self._poll_outage.failed(TimeoutError(f"no answer within {self.timeout} s"))
         self.cache.clear()
 
     def _poll_now(self) -> None:
@@ -228,18 +229,11 @@ class KeyLoader:
             self.store.poll_changes()
         except Exception as error:
             # We cannot tell what changed: trust nothing cached, so the store decides the next
-            # requests (and fails closed if it is down). One traceback per outage, then a line
-            # per failed poll: polls come twice a second.
-            if self._poll_failing:
-                log.warning("could not poll the key store for changes: %s", error)
-            else:
-                log.warning("could not poll the key store for changes", exc_info=True)
-            self._poll_failing = True
+            # requests (and fails closed if it is down).
+            self._poll_outage.failed(error)
             self.cache.clear()
         else:
-            if self._poll_failing:
-                log.warning("the key store answers polls again")
-            self._poll_failing = False
+            self._poll_outage.succeeded()
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         # Called under self._lock.
