@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -182,6 +183,11 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
 
 def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
     if args.dsn:
+        # The pool logs each failed connection attempt; the command's one error line says why
+        # it failed (an unconfigured logger would print every attempt on standard error).
+        pool_log = logging.getLogger("psycopg.pool")
+        if not pool_log.handlers:
+            pool_log.addHandler(logging.NullHandler())
         try:
             return config.open_store(dsn=args.dsn, schema=args.schema)
         except config.ConfigurationError as error:

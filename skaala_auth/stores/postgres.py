@@ -222,6 +222,7 @@ class PostgresKeyStore:
         self._origin = secrets.token_hex(8)
         self._feed = ChangeFeed()
         self._lock = threading.Lock()
+        self._migrate_lock = threading.Lock()
         self._migrated = False
         self._closed = False
         self._connect_error: BaseException | None = None
@@ -310,7 +311,7 @@ class PostgresKeyStore:
             DatabaseUnavailableError: the database cannot be reached.
             RuntimeError: the database has a newer schema than this version knows.
         """
-        with self._lock:
+        with self._migrate_lock:
             if self._migrated:
                 return len(self._migrations)
             try:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
+import json
 import logging
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -561,3 +564,110 @@ def _gone(dsn: str, pid: int) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
         ).fetchone()
     return row == (0,)
+
+
+class TestFaces:
+    """The CLI and the demo on ``--dsn``."""
+
+    @staticmethod
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "skaala_auth", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=ROOT,
+        )
+
+    @pytest.mark.shows_key("output")
+    def test_if_managed_with_the_cli_then_every_command_works_on_the_schema(
+        self, postgres_dsn: str, postgres_schema: str, postgres_store: Any
+    ) -> None:
+        where = ["--dsn", postgres_dsn, "--schema", postgres_schema]
+        init = self.cli(*where, "init")
+        assert init.returncode == 0 and postgres_schema in init.stdout, init.stderr
+        added = self.cli(
+            *where, "members", "add", "--team", "t1", "--user", "u1", "--role", "owner"
+        )
+        assert added.returncode == 0, added.stderr
+        made = self.cli(
+            *where, "keys", "create", "--team", "t1", "--user", "u1", "--scope", "read:calls",
+            "--json",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        key_id = json.loads(made.stdout)["id"]
+        # The store the test holds sees what the CLI made, in the same schema.
+        assert [k.id for k in postgres_store.list_keys("t1")] == [key_id]
+        listed = self.cli(*where, "keys", "list", "--team", "t1", "--json")
+        assert [k["id"] for k in json.loads(listed.stdout)] == [key_id]
+        assert self.cli(*where, "keys", "revoke", key_id).returncode == 0
+        revoked = postgres_store.get_key(key_id)
+        assert revoked is not None and revoked.revoked_at is not None
+
+    def test_if_the_server_is_unreachable_then_the_cli_says_so_in_one_line(self) -> None:
+        dsn = f"postgresql://postgres:hunter2@127.0.0.1:{closed_port()}/test"
+        result = self.cli("--dsn", dsn, "keys", "list", "--team", "t1")
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "cannot connect to PostgreSQL" in result.stderr
+        assert "hunter2" not in result.stderr
+
+    @pytest.mark.skipif(
+        importlib.util.find_spec("uvicorn") is None, reason="the demo needs uvicorn"
+    )
+    def test_if_the_demo_runs_on_a_dsn_then_a_key_revoked_with_the_cli_is_refused(
+        self, postgres_dsn: str, postgres_schema: str
+    ) -> None:
+        import httpx
+
+        where = ["--dsn", postgres_dsn, "--schema", postgres_schema]
+        port = closed_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "skaala_auth", *where, "demo", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        try:
+            assert server.stdout is not None
+            lines: list[str] = []
+            deadline = time.monotonic() + 30
+            while not any("sk_live_" in line for line in lines):
+                line = server.stdout.readline()
+                assert line and time.monotonic() < deadline, "the demo stopped"
+                lines.append(line)
+            banner = "".join(lines)
+            assert "PostgreSQL" in banner and postgres_schema in banner
+            plain = next(w for line in lines for w in line.split() if w.startswith("sk_live_"))
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": plain}, timeout=5
+            ) as http:
+                del plain
+                while True:
+                    try:
+                        if http.get("/health").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        assert time.monotonic() < deadline, "the demo did not start"
+                        time.sleep(0.05)
+                assert http.get("/api/v1/bookings").status_code == 200
+                listed = self.cli(*where, "keys", "list", "--team", "team_demo", "--json")
+                [record] = json.loads(listed.stdout)
+                assert self.cli(*where, "keys", "revoke", record["id"]).returncode == 0
+                eventually(
+                    lambda: http.get("/api/v1/bookings").status_code == 401, "the key refused"
+                )
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.communicate(timeout=15)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server fails the test
+                server.kill()
+                server.communicate()
+                raise
+        assert server.returncode == 0
