@@ -46,6 +46,7 @@ else:
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 PostgresKeyStore = postgres.PostgresKeyStore
 ROOT = Path(__file__).resolve().parents[2]
@@ -551,11 +552,112 @@ class TestOutages:
         record = store.find_key("d1")
         assert record is not None and record.key.id == "key_1"
 
+    def test_if_the_server_goes_away_and_comes_back_then_503_meanwhile_and_recovery_alone(
+        self, postgres_dsn: str, postgres_schema: str, postgres_store: Any
+    ) -> None:
+        params = conninfo_to_dict(postgres_dsn)
+        proxy = Proxy((str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))))
+        proxy.start()
+        manager = KeyManager(postgres_store)  # on the server directly: never cut
+        manager.add_member(team_id="team_1", user_id="user_1", role="owner")
+        plain, record = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:calls"]
+        )
+        store = PostgresKeyStore(
+            make_conninfo(postgres_dsn, host="127.0.0.1", port=proxy.port),
+            schema=postgres_schema,
+            timeout=0.5,
+        )
+        try:
+            with Authenticator(store, store_timeout=1.0) as auth:
+                assert auth.authenticate(bearer(plain)).key_id == record.id
+                proxy.stop()
+                eventually(lambda: store.listener_pid is None, "the listener noticed")
+                for _ in range(3):  # the cached grant is not trusted while nothing is heard
+                    with pytest.raises(StoreUnavailableError):
+                        auth.authenticate(bearer(plain))
+                proxy.start()
+
+                def granted() -> bool:
+                    try:
+                        return auth.authenticate(bearer(plain)).key_id == record.id
+                    except StoreUnavailableError:
+                        return False
+
+                eventually(granted, "the store back by itself", seconds=30)
+                eventually(lambda: store.listener_pid is not None, "the listener back")
+                manager.revoke_key(record.id)
+                eventually(lambda: len(auth.cache) == 0, "a change heard after the outage")
+        finally:
+            store.close()
+            proxy.stop()
+
     def test_if_closed_then_calls_refused(self, postgres_store: Any) -> None:
         postgres_store.close()
         postgres_store.close()
         with pytest.raises(postgres.DatabaseUnavailableError, match="closed"):
             postgres_store.find_key("d")
+
+
+class Proxy:
+    """A TCP relay to the server that the test can cut (an outage: connections dropped, new ones
+    refused) and restore, on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = closed_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            listener, self._listener = self._listener, None
+        for sock in [*sockets, *([listener] if listener else [])]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def _gone(dsn: str, pid: int) -> bool:
