@@ -124,6 +124,14 @@ _SQL: Final = {
 _TICK: Final = 0.2
 #: The listener's reconnection backoff: first wait, and the longest.
 _BACKOFF: Final = (0.1, 5.0)
+#: libpq's TCP settings, unless the DSN sets them (ignored on Unix-domain sockets).
+_TCP_DEFAULTS: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms
+}
 _ROLES: Final[dict[str, Role]] = {role.value: role for role in Role}
 _KINDS: Final = frozenset({"key", "member", "all"})
 
@@ -210,6 +218,12 @@ class PostgresKeyStore:
             self._connect_kwargs["connect_timeout"] = max(2, round(connect_timeout))
         if "application_name" not in params:
             self._connect_kwargs["application_name"] = "skaala_auth"
+        # A peer that vanished without closing (a network partition, a frozen host) is noticed
+        # in seconds, not after the kernel's default of minutes: unacknowledged data times out
+        # after _TCP_USER_TIMEOUT, an idle connection is probed by keepalives.
+        for name, value in _TCP_DEFAULTS.items():
+            if name not in params:
+                self._connect_kwargs[name] = value
         self._session = (
             "SELECT set_config('statement_timeout', %s, false), "
             "set_config('TimeZone', 'UTC', false)",
@@ -239,7 +253,7 @@ class PostgresKeyStore:
         )
         self._pool.open(wait=False)
         self._listener: _Listener | None = None
-        self._finalizer = weakref.finalize(self, _release, self._pool, [])
+        self._finalizer = _finalizer(self, [])
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -545,7 +559,7 @@ class PostgresKeyStore:
                     where=self._where,
                 )
                 self._finalizer.detach()
-                self._finalizer = weakref.finalize(self, _release, self._pool, [listener])
+                self._finalizer = _finalizer(self, [listener])
                 listener.start()
         if started and listener is not None:
             listener.attempted.wait(self.timeout)
@@ -705,6 +719,20 @@ class _Listener:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _finalizer(
+    store: PostgresKeyStore, listeners: list[_Listener]
+) -> weakref.finalize[[ConnectionPool[psycopg.Connection[Any]], list[_Listener]], PostgresKeyStore]:
+    """What closes the pool and stops the listener when the store is closed or collected.
+
+    Not at interpreter exit: the authenticators' last-used marks are flushed then (an ``atexit``
+    hook of skaala_auth.lastused), through this pool, and weakref's own exit hook may run
+    first. The process's end closes the connections anyway.
+    """
+    finalizer = weakref.finalize(store, _release, store._pool, listeners)
+    finalizer.atexit = False
+    return finalizer
 
 
 def _release(pool: ConnectionPool[psycopg.Connection[Any]], listeners: list[_Listener]) -> None:

@@ -414,6 +414,40 @@ class TestTwoProcesses:
         assert self.p99(lags) < 1.0, lags
 
 
+class TestLastUsed:
+    EXIT_WITHOUT_CLOSE = (
+        "import sys\n"
+        "from skaala_auth import Authenticator\n"
+        "from skaala_auth.stores.postgres import PostgresKeyStore\n"
+        "store = PostgresKeyStore(sys.argv[1], schema=sys.argv[2])\n"
+        "auth = Authenticator(store)\n"
+        "auth.authenticate({'authorization': 'Bearer ' + sys.stdin.read().strip()})\n"
+    )
+
+    def test_if_a_process_exits_without_closing_then_its_last_used_marks_are_written(
+        self, postgres_dsn: str, postgres_store: Any
+    ) -> None:
+        """The exit flush goes through the store's pool: the store must not close it first."""
+        manager = KeyManager(postgres_store)
+        manager.add_member(team_id="team_1", user_id="user_1", role="owner")
+        plain, record = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:calls"]
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", self.EXIT_WITHOUT_CLOSE, postgres_dsn, postgres_store.schema],
+            input=plain,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        del plain
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        used = postgres_store.get_key(record.id)
+        assert used is not None and used.last_used_at is not None
+
+
 class TestListener:
     def test_if_its_connection_is_terminated_then_it_reconnects_and_clears_the_caches(
         self,
@@ -773,3 +807,21 @@ class TestFaces:
                 server.communicate()
                 raise
         assert server.returncode == 0
+
+
+def test_if_settings_name_a_dsn_and_schema_then_the_authenticator_uses_that_store(
+    postgres_dsn: str, postgres_schema: str, postgres_store: Any
+) -> None:
+    """What Flask's SKAALA_AUTH_DSN / Django's "DSN" go through."""
+    from skaala_auth.config import authenticator_from_settings
+
+    manager = KeyManager(postgres_store)
+    manager.add_member(team_id="team_1", user_id="user_1", role="owner")
+    plain, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+    auth = authenticator_from_settings({"DSN": postgres_dsn, "SCHEMA": postgres_schema})
+    try:
+        assert isinstance(auth.store, PostgresKeyStore)
+        assert auth.authenticate(bearer(plain)).key_id == record.id
+    finally:
+        auth.close()
+        auth.store.close()
