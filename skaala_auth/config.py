@@ -74,8 +74,8 @@ SESSION_AUTH_SETTINGS: Final = {
     "SESSION_SCOPES": "session_scopes",
 }
 #: The settings that name the store: ``DB`` (a SQLite file that must exist, unless ``CREATE``
-#: is true) or ``DSN`` (PostgreSQL).
-STORE_SETTINGS: Final = frozenset({"DB", "DSN", "CREATE"})
+#: is true) or ``DSN`` (PostgreSQL, with its tables in ``SCHEMA``, default ``skaala_auth``).
+STORE_SETTINGS: Final = frozenset({"DB", "DSN", "CREATE", "SCHEMA"})
 #: Setting name → ``Rules`` argument.
 RULE_SETTINGS: Final = {
     "RULES": "rules",
@@ -107,6 +107,7 @@ _TEXT_SETTINGS: Final = frozenset(
         "PEPPER",
         "HASH_ALGORITHM",
         "DSN",
+        "SCHEMA",
         "SESSION_PROJECT_ID",
         "SESSION_JWKS_URL",
         "SESSION_JWKS_FILE",
@@ -151,7 +152,7 @@ def parse_setting(name: str, value: object) -> Any:
     - ``CACHE_TTL``, ``NEGATIVE_CACHE_TTL``, ``LAST_USED_INTERVAL``, ``POLL_INTERVAL``,
       ``STORE_TIMEOUT``: seconds ≥ 0 as a number, digits (``"30"``, ``"0.5"``), a duration
       (``"30s"``, ``"500ms"``, ``"1m"``) or a :class:`~datetime.timedelta`.
-    - ``PEPPER``: a str or bytes; ``HASH_ALGORITHM``, ``DSN``: a str; ``DB``: a path.
+    - ``PEPPER``: a str or bytes; ``HASH_ALGORITHM``, ``DSN``, ``SCHEMA``: a str; ``DB``: a path.
 
     Other names are returned as they are.
 
@@ -231,6 +232,7 @@ def open_store(
     db: str | os.PathLike[str] | None = None,
     dsn: str | None = None,
     create: bool = False,
+    schema: str | None = None,
 ) -> KeyStore:
     """The store a setting names: a SQLite file (``db``) or a PostgreSQL DSN (``dsn``).
 
@@ -239,30 +241,37 @@ def open_store(
             that refuses every key.
         dsn: a PostgreSQL connection string.
         create: create the SQLite file when it does not exist (the ``CREATE`` setting).
+        schema: the PostgreSQL schema of the store's tables (the ``SCHEMA`` setting; default
+            ``skaala_auth``); only with ``dsn``.
 
     Raises:
-        ConfigurationError: neither or both given, a missing SQLite file without ``create``, or
-            ``dsn`` (the PostgreSQL store is not available yet).
+        ConfigurationError: neither or both given, a missing SQLite file without ``create``,
+            ``schema`` without ``dsn``, or ``dsn`` malformed or without psycopg installed (the
+            ``postgres`` extra).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``dsn`` opens a :class:`~skaala_auth.stores.postgres.PostgresKeyStore`; ``schema``.
     """
     if (db is None) == (dsn is None):
         raise ConfigurationError("name one key store: DB (a SQLite file) or DSN (PostgreSQL)")
+    if schema is not None and dsn is None:
+        raise ConfigurationError("SCHEMA: only a PostgreSQL store (DSN) has one", setting="SCHEMA")
     if dsn is not None:
         try:
-            from .stores.postgres import PostgresKeyStore  # type: ignore[import-not-found]
+            from .stores.postgres import PostgresKeyStore
         except ImportError as error:
-            if error.name != f"{__package__}.stores.postgres":  # the module, but not its driver
-                raise ConfigurationError(
-                    "DSN: the PostgreSQL store needs psycopg: pip install 'skaala-auth[postgres]'",
-                    setting="DSN",
-                ) from error
             raise ConfigurationError(
-                "DSN: the PostgreSQL store is not available yet in this version of skaala_auth "
-                "(installing an extra will not add it); use a SQLite store (DB) for now",
+                "DSN: the PostgreSQL store needs psycopg and psycopg_pool: "
+                "pip install 'skaala-auth[postgres]'",
                 setting="DSN",
-            ) from None
-        return PostgresKeyStore(dsn)  # type: ignore[no-any-return]
+            ) from error
+        try:
+            if schema is None:
+                return PostgresKeyStore(dsn)
+            return PostgresKeyStore(dsn, schema=schema)
+        except ValueError as error:
+            raise ConfigurationError(f"DSN: {error}", setting="DSN") from None
     path = os.fspath(db)  # type: ignore[arg-type]
     if not create and path != ":memory:" and not os.path.exists(path):
         raise ConfigurationError(
@@ -374,7 +383,10 @@ def store_from_settings(settings: Mapping[str, Any]) -> KeyStore:
     """
     values = {name: parse_setting(name, settings[name]) for name in STORE_SETTINGS & set(settings)}
     return open_store(
-        db=values.get("DB"), dsn=values.get("DSN"), create=values.get("CREATE", False)
+        db=values.get("DB"),
+        dsn=values.get("DSN"),
+        create=values.get("CREATE", False),
+        schema=values.get("SCHEMA"),
     )
 
 
