@@ -89,6 +89,8 @@ class RequestFacts:
             for a middleware, which runs before routing.
         websocket: a WebSocket handshake (its method is ``GET``): a session cookie on one needs
             an allowed ``Origin``, as an unsafe method does (cross-site WebSocket hijacking).
+        client: the client's address as the server saw it (ASGI ``client``, WSGI
+            ``REMOTE_ADDR``), or ``None``; never read from forwarded headers here.
 
     A plain slotted class, built once or twice per request: a frozen dataclass costs three
     times as much to build. Its ``repr`` never shows the headers (they carry the key).
@@ -96,7 +98,7 @@ class RequestFacts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("headers", "method", "path", "path_params", "query", "websocket")
+    __slots__ = ("client", "headers", "method", "path", "path_params", "query", "websocket")
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class RequestFacts:
         query: str | bytes | None = None,
         path_params: Mapping[str, object] = _NO_PARAMS,
         websocket: bool = False,
+        client: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -113,6 +116,7 @@ class RequestFacts:
         self.query = query
         self.path_params = path_params
         self.websocket = websocket
+        self.client = client
 
     def __repr__(self) -> str:
         return f"RequestFacts({self.method!r}, {self.path!r})"
@@ -137,6 +141,8 @@ class RequestFacts:
         facts.query = scope.get("query_string")  # type: ignore[assignment]
         facts.path_params = _NO_PARAMS if path_params is None else path_params
         facts.websocket = scope.get("type") == "websocket"
+        client = scope.get("client")
+        facts.client = client[0] if client else None  # type: ignore[index]
         return facts
 
     @classmethod
@@ -155,12 +161,14 @@ class RequestFacts:
         else:
             path = "/"
         query = environ.get("QUERY_STRING")
+        client = environ.get("REMOTE_ADDR")
         return cls(
             str(environ.get("REQUEST_METHOD", "GET")),
             path or "/",
             environ_headers(environ),
             query if isinstance(query, str) else None,
             _NO_PARAMS if path_params is None else path_params,
+            client=client if isinstance(client, str) and client else None,
         )
 
 
