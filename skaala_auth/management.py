@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
 from .audit import audit_logger
 from .errors import InvalidExpiryError, KeyNotFoundError, NotAMemberError, UnknownScopeError
+from .flow import Endpoint
 from .keys import looks_like_key
 from .manager import DEFAULT_GRACE, KeyManager
 from .models import ApiKey, Member, Principal, Role, from_epoch
@@ -44,6 +45,9 @@ __all__ = [
     "ManagementResponse",
     "Resource",
     "Route",
+    "key_json",
+    "management_endpoint",
+    "member_json",
 ]
 
 log = logging.getLogger("skaala_auth.management")
@@ -788,3 +792,19 @@ class ManagementApi:
         except NotAMemberError:  # removed in between
             _not_found("no such member in this team")
         return ManagementResponse(204, _HEADERS[1:], b"")
+
+
+def management_endpoint(allowed_origins: Iterable[str] = ()) -> Endpoint:
+    """What protects every route of the API, for the core to decide before a handler runs: a
+    dashboard session (an API key gets 403, whatever its scopes) of an owner or admin of the
+    ``team_id`` in the path; for a cookie-carried ``POST``/``PUT``/``PATCH``/``DELETE``, an
+    ``Origin`` (or ``Referer``) among ``allowed_origins`` or the authenticator's.
+
+    .. versionadded:: 0.1.0
+    """
+    return Endpoint(
+        credentials="session",
+        roles=MANAGE_ROLES,
+        team_param="team_id",
+        allowed_origins=tuple(allowed_origins),
+    )

@@ -50,7 +50,10 @@ MIDDLEWARE_PATHS: Final = frozenset(
     {"skaala_auth.django.ApiKeyMiddleware", "skaala_auth.django.middleware.ApiKeyMiddleware"}
 )
 CSRF_MIDDLEWARE: Final = "django.middleware.csrf.CsrfViewMiddleware"
-_KNOWN: Final = frozenset({*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS})
+_KNOWN: Final = frozenset(
+    # MANAGER and ALLOWED_ORIGINS: the management API (skaala_auth.django.management_urls).
+    {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, "MANAGER", "ALLOWED_ORIGINS"}
+)
 _AUTHENTICATOR: Final = "AUTHENTICATOR"
 
 
