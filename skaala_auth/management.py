@@ -19,6 +19,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -737,7 +738,10 @@ class ManagementApi:
         except NotAMemberError:
             _conflict("the key's user is no longer a member of this team: create a new key")
         call.event["new_key_id"] = new.id
-        old = self._store(lambda: self._find_key(key.id)) or key
+        try:  # the old key's record as stored now: its expiry is the end of the grace
+            old = self._find_key(key.id) or key
+        except Exception:  # the rotation is made: its new key must be shown, whatever happens
+            old = dataclasses.replace(key, expires_at=min(key.expires_at, call.now + grace))
         body = {
             "key": plaintext,
             "api_key": key_json(new, call.now),

@@ -784,3 +784,22 @@ class TestAudit:
             response = call(layer, KEY, "DELETE", key_id=team.own_key_id)
         assert response.status == 200
         assert "audit hook raised" in caplog.text
+
+
+@pytest.mark.shows_key("response")
+def test_if_the_store_fails_after_a_rotation_then_the_new_key_is_shown_still(
+    layer: ManagementApi, team: Team, store: MemoryKeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rotate = store.rotate_key
+
+    def rotate_then_fail(*args: Any) -> None:
+        rotate(*args)
+        monkeypatch.setattr(store, "get_key", broken)
+
+    def broken(key_id: str) -> None:
+        raise OSError("gone")
+
+    monkeypatch.setattr(store, "rotate_key", rotate_then_fail)
+    response = call(layer, ROTATION, "POST", key_id=team.own_key_id)
+    assert response.status == 201
+    assert response.json()["previous_api_key"]["expires_at"] == time(NOW + timedelta(hours=24))
