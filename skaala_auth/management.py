@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,7 @@ MAX_GRACE: Final = 30 * 24 * 3600
 _FIELD_NAME: Final = re.compile(r"[a-z_]{1,32}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SCOPE_SHAPE: Final = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+_MEMBER_CHANGES: Final = frozenset({"add_member", "update_member", "remove_member"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +508,7 @@ class ManagementApi:
         self.manager = manager
         self.clock = clock if clock is not None else manager.clock
         self.audit = audit
+        self._members_lock = threading.Lock()
         self._handlers: dict[str, Callable[[_Call], ManagementResponse]] = {
             "list_keys": self._list_keys,
             "create_key": self._create_key,
@@ -574,7 +577,13 @@ class ManagementApi:
             for name in found.params:
                 if name not in call.params:
                     _not_found("not found")
-            response = self._handlers[route.name](call)
+            if route.name in _MEMBER_CHANGES:
+                # The last-owner check and the write, one at a time in this process (another
+                # process can still interleave: the store has no conditional write for it).
+                with self._members_lock:
+                    response = self._handlers[route.name](call)
+            else:
+                response = self._handlers[route.name](call)
         except _Refusal as refusal:
             response = refusal.response()
             if route.changes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -803,3 +804,45 @@ def test_if_the_store_fails_after_a_rotation_then_the_new_key_is_shown_still(
     response = call(layer, ROTATION, "POST", key_id=team.own_key_id)
     assert response.status == 201
     assert response.json()["previous_api_key"]["expires_at"] == time(NOW + timedelta(hours=24))
+
+
+def test_if_two_owners_demote_each_other_at_once_then_one_owner_remains(
+    layer: ManagementApi,
+    team: Team,
+    manager: KeyManager,
+    store: MemoryKeyStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager.add_member(team_id="team_1", user_id="user_5", role="owner")
+    list_members = store.list_members
+
+    def slow_list_members(team_id: str) -> Any:
+        found = list_members(team_id)
+        threading.Event().wait(0.05)  # both checks would see two owners without the lock
+        return found
+
+    monkeypatch.setattr(store, "list_members", slow_list_members)
+    statuses: list[int] = []
+
+    def demote(actor: str, target: str) -> None:
+        response = layer.handle(
+            MEMBER,
+            method="PATCH",
+            principal=session(actor),
+            path_params={"team_id": "team_1", "user_id": target},
+            body=b'{"role": "member"}',
+            content_type="application/json",
+        )
+        statuses.append(response.status)
+
+    threads = [
+        threading.Thread(target=demote, args=("user_1", "user_5")),
+        threading.Thread(target=demote, args=("user_5", "user_1")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 409]
+    owners = [m for m in list_members("team_1") if m.role is Role.OWNER]
+    assert len(owners) == 1
