@@ -105,7 +105,7 @@ def flask(auth: Authenticator, manager: KeyManager, origins: Sequence[str]) -> I
     def html_errors(error: HTTPException) -> tuple[str, int]:
         return f"<h1>{error.code}</h1>", error.code or 500
 
-    client = app.test_client()
+    client = app.test_client(use_cookies=False)  # the Cookie header is sent as given
 
     def call(method: str, path: str, headers: Headers, body: bytes) -> Reply:
         response = client.open(
