@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar, cast
 
 try:
@@ -37,12 +37,22 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from .authenticator import Authenticator
 from .config import RULE_SETTINGS, authenticator_from_settings, rules_from_settings
-from .errors import AuthError
+from .errors import AuthError, MissingKeyError
 from .flow import Credentials, Endpoint, RequestFacts
+from .management import (
+    MAX_BODY,
+    RESOURCES,
+    ManagementApi,
+    ManagementHook,
+    Resource,
+    management_endpoint,
+)
+from .manager import KeyManager
+from .models import Principal
 from .rules import Rules
 from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
 
-__all__ = ["SkaalaAuth", "requires_scope"]
+__all__ = ["SkaalaAuth", "management_blueprint", "requires_scope"]
 
 T = TypeVar("T")  # a view function, a Blueprint or a Flask app
 _EXTENSION = "skaala_auth"
@@ -201,3 +211,87 @@ def _check(endpoint: Endpoint, view_args: dict[str, Any] | None) -> ResponseRetu
         )
     environ[PRINCIPAL_KEY] = outcome
     return None
+
+
+#: Every method goes to the management views: the layer answers one a path does not serve
+#: with its JSON 405, and the core answers a CORS preflight (Flask's automatic OPTIONS is off).
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+def management_blueprint(
+    *,
+    authenticator: Authenticator,
+    manager: KeyManager,
+    allowed_origins: Iterable[str] = (),
+    url_prefix: str = "/api/v1",
+    name: str = "skaala_auth_management",
+    audit: ManagementHook | None = None,
+) -> Blueprint:
+    """The key-management API (:mod:`skaala_auth.management`) as a blueprint:
+    ``app.register_blueprint(management_blueprint(...))``.
+
+    Every request is decided by the core first: a dashboard session of an owner or admin of the
+    team in the path (an API key gets 403 whatever its scopes); a cookie-carried ``POST``,
+    ``PATCH`` or ``DELETE`` needs an ``Origin`` (or ``Referer``) in ``allowed_origins`` (or the
+    authenticator's). The :class:`SkaalaAuth` extension is not needed, and does not get in the
+    way.
+
+    Args:
+        authenticator: the :class:`~skaala_auth.Authenticator`, with a session verifier.
+        manager: the :class:`~skaala_auth.KeyManager` that makes the changes.
+        allowed_origins: origins allowed to send cookie-authenticated changes, besides the
+            authenticator's.
+        url_prefix: the path the API is mounted under.
+        name: the blueprint's name.
+        audit: called with each :class:`~skaala_auth.management.ManagementEvent`.
+
+    .. versionadded:: 0.1.0
+    """
+    api = ManagementApi(manager, audit=audit)
+    endpoint = management_endpoint(allowed_origins)
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix.rstrip("/") or None)
+    for resource in RESOURCES:
+        blueprint.add_url_rule(
+            resource.path_as("flask"),
+            endpoint=resource.name,
+            view_func=_management_view(api, authenticator, endpoint, resource),
+            methods=_ALL_METHODS,
+            provide_automatic_options=False,
+        )
+    return blueprint
+
+
+def _management_view(
+    api: ManagementApi, authenticator: Authenticator, endpoint: Endpoint, resource: Resource
+) -> Callable[..., ResponseReturnValue]:
+    def view(**params: Any) -> ResponseReturnValue:
+        current = _current_request()
+        outcome = authenticator.decide(RequestFacts.from_environ(current.environ, params), endpoint)
+        if not isinstance(outcome, Principal):
+            error = outcome if isinstance(outcome, AuthError) else MissingKeyError()
+            return current_app.response_class(
+                error.body_bytes(), status=error.status_code, headers=error.headers()
+            )
+        body = b""
+        while len(body) <= MAX_BODY:  # at most one byte past the limit is read
+            chunk = current.stream.read(MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        response = api.handle(
+            resource,
+            method=current.method,
+            principal=outcome,
+            path_params=params,
+            body=body,
+            content_type=current.headers.get("Content-Type"),
+        )
+        answer = current_app.response_class(
+            response.body, status=response.status, headers=list(response.headers)
+        )
+        if response.status == 204:
+            answer.headers.remove("Content-Type")  # Flask's default, for a response with no body
+        return answer
+
+    view.__name__ = f"skaala_auth_{resource.name}"
+    return view

@@ -43,7 +43,9 @@ from ..stores import KeyStore
 __all__ = ["get_authenticator", "get_rules", "get_store"]
 
 _lock = threading.Lock()
-_ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", *RULE_SETTINGS})
+#: Read by the adapter itself, not by the authenticator (``MANAGER``:
+#: skaala_auth.django.management_urls).
+_ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", "MANAGER", *RULE_SETTINGS})
 _built: dict[str, Any] = {}
 
 
