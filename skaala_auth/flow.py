@@ -234,6 +234,26 @@ class Endpoint:
     )
     _warned: ClassVar[set[tuple[str, str]]] = set()
 
+    @classmethod
+    def declare(
+        cls,
+        scopes: Collection[str] = (),
+        team_param: str | None = "team_id",
+        *,
+        credentials: Credentials = "any",
+        roles: Collection[str] | None = None,
+        required: bool = True,
+    ) -> Endpoint:
+        """The endpoint a decorator or dependency declares, from its arguments as users write
+        them (scopes and roles in any collection)."""
+        return cls(
+            tuple(scopes),
+            team_param,
+            required,
+            credentials,
+            None if roles is None else frozenset(roles),
+        )
+
     def __post_init__(self) -> None:
         if self.credentials not in ("any", "api_key", "session"):
             raise ValueError(
