@@ -819,5 +819,5 @@ def management_endpoint(allowed_origins: Iterable[str] = ()) -> Endpoint:
         credentials="session",
         roles=MANAGE_ROLES,
         team_param="team_id",
-        allowed_origins=tuple(allowed_origins),
+        allowed_origins=frozenset(allowed_origins),
     )

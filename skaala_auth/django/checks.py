@@ -39,6 +39,8 @@ from ..authenticator import Authenticator
 from ..config import (
     AUTHENTICATOR_SETTINGS,
     RULE_SETTINGS,
+    SESSION_AUTH_SETTINGS,
+    SESSION_SETTINGS,
     STORE_SETTINGS,
     ConfigurationError,
     parse_setting,
@@ -50,9 +52,11 @@ MIDDLEWARE_PATHS: Final = frozenset(
     {"skaala_auth.django.ApiKeyMiddleware", "skaala_auth.django.middleware.ApiKeyMiddleware"}
 )
 CSRF_MIDDLEWARE: Final = "django.middleware.csrf.CsrfViewMiddleware"
+_SESSION: Final = frozenset({*SESSION_SETTINGS, *SESSION_AUTH_SETTINGS})
 _KNOWN: Final = frozenset(
-    # MANAGER and ALLOWED_ORIGINS: the management API (skaala_auth.django.management_urls).
-    {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, "MANAGER", "ALLOWED_ORIGINS"}
+    # MANAGER: the management API (skaala_auth.django.management_urls); ALLOWED_ORIGINS is a
+    # session setting.
+    {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, *_SESSION, "MANAGER"}
 )
 _AUTHENTICATOR: Final = "AUTHENTICATOR"
 
@@ -82,7 +86,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             )
         )
     values: dict[str, Any] = {}
-    for name in sorted(set(options) & (set(AUTHENTICATOR_SETTINGS) | STORE_SETTINGS)):
+    for name in sorted(set(options) & (set(AUTHENTICATOR_SETTINGS) | STORE_SETTINGS | _SESSION)):
         try:
             values[name] = parse_setting(name, options[name])
         except ConfigurationError as error:
