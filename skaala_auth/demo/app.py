@@ -51,6 +51,9 @@ DEMO_USER: Final = "user_demo"
 DEMO_SCOPES: Final = ("read:bookings", "write:bookings", "read:contacts", "read:services")
 #: Where the demo serves the key-management page.
 DASHBOARD_PATH: Final = "/dashboard"
+#: Seconds between the demo's batched ``last_used_at`` writes (a service's default is 60): the
+#: dashboard's "Last used" shows a use a few seconds later.
+LAST_USED_INTERVAL: Final = 5.0
 #: The largest booking body accepted, in bytes.
 MAX_BODY: Final = 64 * 1024
 
@@ -122,7 +125,12 @@ def create_app(
     issuer = issuer if issuer is not None else DemoIssuer()
     if authenticator is None:
         keys = SQLiteKeyStore(db_path) if dsn is None else open_store(dsn=dsn, schema=schema)
-        authenticator = Authenticator(keys, pepper=pepper, session_verifier=issuer.verifier())
+        authenticator = Authenticator(
+            keys,
+            pepper=pepper,
+            session_verifier=issuer.verifier(),
+            last_used_interval=LAST_USED_INTERVAL,
+        )
     store = authenticator.store
     manager = KeyManager(store, pepper=pepper)
     data = BookingStore(db_path)

@@ -77,10 +77,11 @@ function ago(date) {
   const size = Math.abs(seconds);
   if (size < 45) return seconds <= 0 ? "just now" : "in a moment";
   const units = [
-    ["year", 365 * 86400], ["month", 30 * 86400], ["day", 86400], ["hour", 3600], ["minute", 60],
+    // 350 days and more is "a year": a key made for 365 days expires "in 1 year", not "in 12 months".
+    ["year", 350 * 86400, 365 * 86400], ["month", 30 * 86400], ["day", 86400], ["hour", 3600], ["minute", 60],
   ];
-  for (const [unit, length] of units) {
-    if (size >= length || unit === "minute") {
+  for (const [unit, from, length = from] of units) {
+    if (size >= from || unit === "minute") {
       return relative.format(Math.round(seconds / length) || Math.sign(seconds), unit);
     }
   }
@@ -118,6 +119,16 @@ function el(tag, props = {}, ...children) {
   }
   node.append(...children);
   return node;
+}
+
+// A table cell: its label for narrow screens (where each row is a card) and its content,
+// kept in one box so that the card's two columns stay label | content.
+function cell(label, className, ...children) {
+  // Explicit roles: narrow screens show rows as cards (display: block), which may drop the
+  // table's semantics in some browsers.
+  const props = { "data-label": label, role: "cell" };
+  if (className) props.className = className;
+  return el("td", props, el("div", { className: "cell" }, ...children));
 }
 
 function showOnly(id) {
@@ -197,6 +208,10 @@ function forbidden(error) {
       `Only team owners and admins can manage keys, and you are neither in “${team}”.`;
   }
   $("forbidden-detail").textContent = `The server said: ${error.message}`;
+  if (config.signInUrl) {
+    $("switch-user-link").href = config.signInUrl;
+    $("switch-user").hidden = false;
+  }
   $("forbidden-title").tabIndex = -1;
   $("forbidden-title").focus();
 }
@@ -234,37 +249,36 @@ function renderKeys() {
   body.replaceChildren();
   const replaced = new Map(state.keys.filter((k) => k.rotated_from).map((k) => [k.rotated_from, k]));
   for (const key of sortedKeys()) {
-    const status = el("td", { "data-label": "Status" }, el("span", { className: `badge ${key.status}`, text: key.status }));
+    const badges = [el("span", { className: `badge ${key.status}`, text: key.status })];
     if (isUnused(key)) {
-      status.append(el("span", {
+      badges.push(el("span", {
         className: "badge unused",
         text: key.last_used_at ? `unused ${UNUSED_DAYS}+ days` : "never used",
       }));
     }
     if (key.status === "active" && replaced.has(key.id)) {
-      status.append(el("span", { className: "badge rotating", text: "replaced: works until it expires" }));
+      badges.push(el("span", { className: "badge rotating", text: "replaced: works until it expires" }));
     }
-    const actions = el("td", { className: "row-actions", "data-label": "Actions" });
+    const actions = [];
     if (key.status === "active") {
-      actions.append(el("div", { className: "actions" },
-        el("button", { type: "button", className: "small", onclick: (event) => rotateKey(key, event.currentTarget) },
+      actions.push(el("div", { className: "actions" },
+        el("button", { type: "button", className: "small", onclick: () => rotateKey(key) },
           "Rotate", el("span", { className: "visually-hidden", text: ` key ${key.name}` })),
-        el("button", { type: "button", className: "small link-danger", onclick: (event) => revokeKey(key, event.currentTarget) },
+        el("button", { type: "button", className: "small link-danger", onclick: () => revokeKey(key) },
           "Revoke", el("span", { className: "visually-hidden", text: ` key ${key.name}` }))));
     } else {
-      actions.append(el("span", { className: "hint", text: "No actions" }));
+      actions.push(el("span", { className: "hint", text: "No actions" }));
     }
     const scopes = el("ul", { className: "scope-list" }, ...key.scopes.map((scope) => el("li", { text: scope })));
-    const expires = el("td", { "data-label": "Expires" }, timeCell(key.expires_at, { none: "never" }));
-    const row = el("tr", { className: key.status === "active" ? "" : "inactive", "data-key-id": key.id },
-      el("td", { className: "key-name", "data-label": "Name", text: key.name }),
-      el("td", { "data-label": "Key" }, el("code", { className: "prefix", text: key.prefix })),
-      el("td", { "data-label": "Scopes" }, scopes),
-      el("td", { "data-label": "Created" }, timeCell(key.created_at, { style: "date" })),
-      expires,
-      el("td", { "data-label": "Last used", className: "last-used" }, timeCell(key.last_used_at)),
-      status,
-      actions);
+    const row = el("tr", { className: key.status === "active" ? "" : "inactive", "data-key-id": key.id, role: "row" },
+      cell("Name", "key-name", key.name),
+      cell("Key", "", el("code", { className: "prefix", text: key.prefix })),
+      cell("Scopes", "", scopes),
+      cell("Created", "when", timeCell(key.created_at, { style: "date" })),
+      cell("Expires", "when expires", timeCell(key.expires_at, { none: "never" })),
+      cell("Last used", "when last-used", timeCell(key.last_used_at)),
+      cell("Status", "status", ...badges),
+      cell("Actions", "row-actions", ...actions));
     body.append(row);
   }
   const active = state.keys.filter((k) => k.status === "active");
@@ -488,11 +502,11 @@ function renderMembers(members) {
       "Save role", el("span", { className: "visually-hidden", text: ` of ${member.user_id}` }));
     const remove = el("button", { type: "button", className: "small link-danger", onclick: () => removeMember(member) },
       "Remove", el("span", { className: "visually-hidden", text: ` ${member.user_id}` }));
-    body.append(el("tr", {},
-      el("td", { "data-label": "User", className: "key-name", text: member.user_id }),
-      el("td", { "data-label": "Role" }, el("div", { className: "member-role" }, select, save)),
-      el("td", { "data-label": "Added" }, timeCell(member.added_at, { style: "date", none: "—" })),
-      el("td", { "data-label": "Actions", className: "row-actions" }, el("div", { className: "actions" }, remove))));
+    body.append(el("tr", { role: "row" },
+      cell("User", "key-name", member.user_id),
+      cell("Role", "", el("div", { className: "member-role" }, select, save)),
+      cell("Added", "", timeCell(member.added_at, { style: "date", none: "—" })),
+      cell("Actions", "row-actions", el("div", { className: "actions" }, remove))));
   }
 }
 
