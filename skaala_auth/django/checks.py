@@ -54,8 +54,7 @@ MIDDLEWARE_PATHS: Final = frozenset(
 CSRF_MIDDLEWARE: Final = "django.middleware.csrf.CsrfViewMiddleware"
 _SESSION: Final = frozenset({*SESSION_SETTINGS, *SESSION_AUTH_SETTINGS})
 _KNOWN: Final = frozenset(
-    # MANAGER: the management API (skaala_auth.django.management_urls); ALLOWED_ORIGINS is a
-    # session setting.
+    # MANAGER: the management API's manager (skaala_auth.django.management_urls).
     {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, *_SESSION, "MANAGER"}
 )
 _AUTHENTICATOR: Final = "AUTHENTICATOR"

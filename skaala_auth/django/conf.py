@@ -43,9 +43,9 @@ from ..stores import KeyStore
 __all__ = ["get_authenticator", "get_rules", "get_store"]
 
 _lock = threading.Lock()
-#: Read by the adapter itself, not by the authenticator (``MANAGER`` and ``ALLOWED_ORIGINS``:
+#: Read by the adapter itself, not by the authenticator (``MANAGER``:
 #: skaala_auth.django.management_urls).
-_ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", "MANAGER", "ALLOWED_ORIGINS", *RULE_SETTINGS})
+_ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", "MANAGER", *RULE_SETTINGS})
 _built: dict[str, Any] = {}
 
 

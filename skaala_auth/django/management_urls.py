@@ -106,10 +106,13 @@ def _api() -> tuple[ManagementApi, Endpoint]:
         built = _built.get("api")
     if built is None:
         manager = get_manager()
-        origins = _options().get("ALLOWED_ORIGINS", ())
-        if isinstance(origins, str):
-            raise ImproperlyConfigured("SKAALA_AUTH['ALLOWED_ORIGINS'] must be a list of origins")
-        built = (ManagementApi(manager), management_endpoint(origins))
+        # The authenticator built from the setting has these origins already; one named by
+        # AUTHENTICATOR does not: the endpoint adds them either way.
+        try:
+            origins = parse_setting("ALLOWED_ORIGINS", _options().get("ALLOWED_ORIGINS", ()))
+            built = (ManagementApi(manager), management_endpoint(origins))
+        except ConfigurationError as error:
+            raise ImproperlyConfigured(f"SKAALA_AUTH: {error}") from error
         with _lock:
             _built["api"] = built
     return built

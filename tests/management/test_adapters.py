@@ -17,8 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skaala_auth import Authenticator, KeyManager, MemoryKeyStore
-from skaala_auth.management import ROUTES, Route
+from skaala_auth import Authenticator, AuthError, KeyManager, MemoryKeyStore
+from skaala_auth.errors import (
+    MissingSessionError,
+    NotTeamMemberError,
+    OriginRejectedError,
+    RoleRequiredError,
+    SessionRequiredError,
+)
+from skaala_auth.management import MANAGE_ROLES, ROUTES, Route
 from skaala_auth.scopes import default_registry
 from skaala_auth.testing import SessionKit
 
@@ -145,6 +152,13 @@ def assert_json_error(reply: Reply, status: int, error: str | None = None) -> No
         assert reply.json()["error"] == error
 
 
+def assert_refused(reply: Reply, error: AuthError) -> None:
+    """The core's refusal, byte for byte, as every adapter renders it."""
+    assert_json_error(reply, error.status_code)
+    assert reply.body == error.body_bytes()
+    assert reply.headers.get("www-authenticate") == error.www_authenticate()
+
+
 class TestWhoMayManage:
     @pytest.mark.parametrize("route", _routes())
     @pytest.mark.parametrize("who", ["user_1", "user_3"], ids=["owner", "admin"])
@@ -160,7 +174,7 @@ class TestWhoMayManage:
         self, api: Api, store: MemoryKeyStore, route: Route
     ) -> None:
         before = snapshot(store)
-        assert_json_error(api.request(route, who="user_2"), 403, "forbidden")
+        assert_refused(api.request(route, who="user_2"), RoleRequiredError(MANAGE_ROLES))
         assert snapshot(store) == before
 
     @pytest.mark.parametrize("route", _routes())
@@ -168,7 +182,7 @@ class TestWhoMayManage:
         self, api: Api, store: MemoryKeyStore, route: Route
     ) -> None:
         before = snapshot(store)
-        assert_json_error(api.request(route, who="user_9"), 403, "forbidden")
+        assert_refused(api.request(route, who="user_9"), NotTeamMemberError())
         assert snapshot(store) == before
 
     @pytest.mark.parametrize("route", _routes())
@@ -177,7 +191,7 @@ class TestWhoMayManage:
     ) -> None:
         key, _ = manager.create_key(team_id="team_1", user_id="user_1", scopes=default_registry)
         before = snapshot(store)
-        assert_json_error(api.request(route, key=key, origin=None), 403, "forbidden")
+        assert_refused(api.request(route, key=key, origin=None), SessionRequiredError())
         assert snapshot(store) == before
 
     @pytest.mark.parametrize("route", _routes())
@@ -185,7 +199,7 @@ class TestWhoMayManage:
         self, api: Api, store: MemoryKeyStore, route: Route
     ) -> None:
         before = snapshot(store)
-        assert_json_error(api.request(route, who=None), 401, "unauthorized")
+        assert_refused(api.request(route, who=None), MissingSessionError())
         assert snapshot(store) == before
 
 
@@ -200,7 +214,7 @@ class TestCsrf:
         carrier: Literal["cookie", "sdk"],
     ) -> None:
         before = snapshot(store)
-        assert_json_error(api.request(route, carrier=carrier, origin=None), 403, "forbidden")
+        assert_refused(api.request(route, carrier=carrier, origin=None), OriginRejectedError())
         assert snapshot(store) == before
 
     @pytest.mark.parametrize("route", _routes(changing_only=True))
@@ -211,7 +225,7 @@ class TestCsrf:
         self, api: Api, store: MemoryKeyStore, route: Route, origin: str
     ) -> None:
         before = snapshot(store)
-        assert_json_error(api.request(route, origin=origin), 403, "forbidden")
+        assert_refused(api.request(route, origin=origin), OriginRejectedError())
         assert snapshot(store) == before
 
     @pytest.mark.parametrize("route", _routes(changing_only=True))
