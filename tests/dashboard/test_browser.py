@@ -127,16 +127,29 @@ def _row(page: Any, key: str) -> Any:
     )
 
 
-def test_if_an_owner_walks_the_page_then_keys_are_created_used_rotated_and_revoked(
-    browser: Any, demo: str
-) -> None:
+@pytest.fixture
+def context(browser: Any, demo: str) -> Iterator[Any]:
+    """A fresh browser profile on the demo, allowed to use the clipboard."""
     context = browser.new_context(viewport=WIDE, base_url=demo)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=demo)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def api(demo: str) -> Iterator[httpx.Client]:
+    """What an integration does with its key: call the demo's API."""
+    with httpx.Client(base_url=demo, timeout=5) as client:
+        yield client
+
+
+def test_if_an_owner_walks_the_page_then_keys_are_created_used_rotated_and_revoked(
+    context: Any, api: httpx.Client
+) -> None:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    api = httpx.Client(base_url=demo, timeout=5)
 
     # Signed out: a clear page with the demo's sign-in, never a broken one.
     page.goto("/dashboard?team=team_demo")
@@ -253,5 +266,3 @@ def test_if_an_owner_walks_the_page_then_keys_are_created_used_rotated_and_revok
     # Only the expected refusals reached the console (the 401 before signing in, the 409, the
     # 403s of a plain member); no script error.
     assert not [e for e in errors if "Failed to load resource" not in e], errors
-    api.close()
-    context.close()
