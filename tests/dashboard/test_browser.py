@@ -266,3 +266,62 @@ def test_if_an_owner_walks_the_page_then_keys_are_created_used_rotated_and_revok
     # Only the expected refusals reached the console (the 401 before signing in, the 409, the
     # 403s of a plain member); no script error.
     assert not [e for e in errors if "Failed to load resource" not in e], errors
+
+
+_FOCUSED = """() => {
+    const e = document.activeElement;
+    const label = e.labels && e.labels.length ? e.labels[0].innerText : "";
+    const style = getComputedStyle(e);
+    const text = label ? label.split("\\n")[0] : (e.textContent || "").replace(/\\s+/g, " ");
+    return {id: e.id, tag: e.tagName, text: text.trim(),
+            outline: style.outlineStyle, shown: e.getBoundingClientRect().width > 0};
+}"""
+
+
+def test_if_only_the_keyboard_is_used_then_a_key_is_created_in_a_sensible_focus_order(
+    context: Any,
+) -> None:
+    page = context.new_page()
+    page.goto("/demo/sign-in")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate(_FOCUSED)["text"].startswith("Sign in as"):
+            break
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Keys", exact=True).wait_for()
+
+    page.keyboard.press("Tab")
+    assert page.evaluate(_FOCUSED)["text"] == "Skip to the content"
+    order: list[str] = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(_FOCUSED)
+        assert focused["shown"], focused  # never on something hidden
+        assert focused["outline"] != "none", focused  # a visible focus ring
+        order.append(focused["text"])
+        if focused["id"] == "key-name":
+            page.keyboard.type("Keyboard")
+        elif focused["text"].startswith("read:bookings"):
+            page.keyboard.press("Space")
+        elif focused["text"] == "Create key":
+            break
+    assert order[:7] == [
+        "Name", "Created", "Expires", "Last used", "Status", "Rotate key demo", "Revoke key demo"
+    ]  # fmt: skip
+    assert order[7] == "Name" and order[-2:] == ["Expires after (days)", "Create key"]
+    scopes = [text.split()[0] for text in order[8:-2]]
+    assert scopes == sorted(scopes[:5]) + sorted(scopes[5:8]) + ["webhooks:manage"]
+    page.keyboard.press("Enter")
+
+    page.get_by_role("dialog", name="Key “Keyboard” created").wait_for()
+    assert page.evaluate(_FOCUSED)["id"] == "new-key"
+    page.keyboard.press("Escape")  # does not close it unseen
+    assert page.get_by_role("dialog").is_visible()
+    page.get_by_text("Copy the key first").wait_for()
+    for _ in range(4):
+        page.keyboard.press("Tab")
+    assert page.evaluate(_FOCUSED)["text"] == "I have stored it"
+    page.keyboard.press("Enter")
+    assert page.get_by_role("dialog").count() == 0 or not page.get_by_role("dialog").is_visible()
+    assert page.evaluate(_FOCUSED)["id"] == "keys-title"
+    assert page.locator("#keys-body tr").count() == 2

@@ -323,3 +323,35 @@ def test_if_the_package_is_built_then_the_static_files_are_in_the_wheel(tmp_path
     for name in [*ASSETS, "index.html"]:
         assert f"skaala_auth/dashboard/static/{name}" in names
     assert "skaala_auth/demo/sign_in.html" in names
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(one: str, other: str) -> float:
+    high, low = sorted([_luminance(one), _luminance(other)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+#: (text or mark, background, WCAG AA minimum): text 4.5:1, focus rings and borders 3:1.
+PAIRS = [
+    ("--text", "--panel", 4.5), ("--text", "--bg", 4.5), ("--muted", "--panel", 4.5),
+    ("--muted", "--bg", 4.5), ("#ffffff", "--primary", 4.5), ("#ffffff", "--primary-dark", 4.5),
+    ("#ffffff", "--danger", 4.5), ("--primary", "--panel", 4.5), ("--danger", "--panel", 4.5),
+    ("--ok-text", "--ok-bg", 4.5), ("--warn-text", "--warn-bg", 4.5),
+    ("--bad-text", "--bad-bg", 4.5), ("--info-text", "--info-bg", 4.5),
+    ("--focus", "--panel", 3.0), ("--focus", "--bg", 3.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("foreground", "background", "minimum"), PAIRS)
+def test_if_the_colours_are_read_then_text_and_focus_meet_wcag_aa(
+    foreground: str, background: str, minimum: float
+) -> None:
+    css = (STATIC / "app.css").read_text("utf-8")
+    colours = dict(re.findall(r"(--[a-z-]+):\s*(#[0-9a-fA-F]{6})", css))
+    ratio = _contrast(colours.get(foreground, foreground), colours.get(background, background))
+    assert ratio >= minimum, f"{foreground} on {background}: {ratio:.2f}:1"
