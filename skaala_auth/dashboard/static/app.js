@@ -387,6 +387,11 @@ function showKey(key, title) {
   $("new-key-export").value = `export SKAALA_API_KEY=${key}`;
   $("copy-status").textContent = "";
   $("key-dialog").showModal();
+  // The whole key is always in view: as many lines as it takes (none is cut off).
+  for (const box of [$("new-key"), $("new-key-export")]) {
+    box.rows = 1;
+    while (box.scrollHeight > box.clientHeight && box.rows < 4) box.rows += 1;
+  }
   $("new-key").focus();
   $("new-key").select();
 }
