@@ -154,12 +154,7 @@ def requires_scope(
 
     .. versionadded:: 0.1.0
     """
-    endpoint = Endpoint(
-        tuple(scopes),
-        team_param,
-        credentials=credentials,
-        roles=None if roles is None else frozenset(roles),
-    )
+    endpoint = Endpoint.declare(scopes, team_param, credentials=credentials, roles=roles)
 
     def decorate(target: T) -> T:
         if isinstance(target, Flask | Blueprint):

@@ -729,7 +729,9 @@ class ManagementApi:
             revoked = self._store(lambda: self.manager.revoke_key(key.id))
         except KeyNotFoundError:  # revoked and deleted in between
             _not_found("no such API key in this team")
-        return _answer(200, {"api_key": key_json(revoked, call.now)})
+        # Its status as of the revocation (the manager's clock read after this request's).
+        at = max(call.now, revoked.revoked_at or call.now)
+        return _answer(200, {"api_key": key_json(revoked, at)})
 
     def _rotate_key(self, call: _Call) -> ManagementResponse:
         document = _body(call.body, call.content_type, required=False)

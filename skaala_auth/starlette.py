@@ -371,12 +371,7 @@ def requires_scope(
     for scope in scopes:
         if not isinstance(scope, str):
             raise TypeError("requires_scope takes scope names: requires_scope('read:x', ...)")
-    endpoint = Endpoint(
-        tuple(scopes),
-        team_param,
-        credentials=credentials,
-        roles=None if roles is None else frozenset(roles),
-    )
+    endpoint = Endpoint.declare(scopes, team_param, credentials=credentials, roles=roles)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if _is_async(func):

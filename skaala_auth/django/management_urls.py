@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
@@ -46,7 +45,7 @@ from ..flow import Endpoint
 from ..management import MAX_BODY, RESOURCES, ManagementApi, Resource, management_endpoint
 from ..manager import KeyManager
 from ..models import Principal
-from .conf import get_authenticator
+from .conf import _options, get_authenticator
 from .middleware import error_response, facts_of
 
 __all__ = ["get_manager", "urlpatterns"]
@@ -55,13 +54,6 @@ app_name = "skaala_auth_management"
 
 _lock = threading.Lock()
 _built: dict[str, Any] = {}
-
-
-def _options() -> Mapping[str, Any]:
-    options = getattr(settings, "SKAALA_AUTH", {})
-    if not isinstance(options, Mapping):
-        raise ImproperlyConfigured("SKAALA_AUTH must be a dict")
-    return options
 
 
 def get_manager() -> KeyManager:

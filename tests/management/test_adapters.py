@@ -7,11 +7,12 @@ authenticator with a session verifier: the core decides, the layer answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -331,3 +332,26 @@ def test_if_bodies_are_generated_then_never_a_500_nor_a_change_on_a_refusal(
     assert reply.status < 500, reply.body
     if reply.status >= 400:
         assert snapshot(store) == before
+
+
+def test_if_an_asgi_route_uses_the_store_then_not_on_the_event_loop(
+    api: Api, adapter: str, store: MemoryKeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if adapter not in ("starlette", "fastapi"):
+        pytest.skip("the ASGI adapters only (Django runs its sync views in a thread itself)")
+    list_keys = store.list_keys
+    loops: list[bool] = []
+
+    def on_which_thread(team_id: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            loops.append(False)
+        else:
+            loops.append(True)
+        return list_keys(team_id)
+
+    monkeypatch.setattr(store, "list_keys", on_which_thread)
+    list_route = next(route for route in ROUTES if route.name == "list_keys")
+    assert api.request(list_route).status == 200
+    assert loops == [False]

@@ -466,6 +466,22 @@ class TestRevokeKey:
             )
         ]
 
+    def test_if_the_clock_moves_during_the_request_then_the_key_still_shows_revoked(
+        self, store: MemoryKeyStore, team: Team, clock: Clock
+    ) -> None:
+        # A real clock: the manager reads it after the layer did, so revoked_at > the
+        # request's instant; the answer must still say "revoked".
+        class Ticking(Clock):
+            def __call__(self) -> float:
+                self.now += 0.001
+                return self.now
+
+        ticking = Ticking(clock.now)
+        layer = ManagementApi(KeyManager(store, clock=ticking), clock=ticking)
+        response = call(layer, KEY, "DELETE", key_id=team.own_key_id)
+        assert response.status == 200
+        assert response.json()["api_key"]["status"] == "revoked"
+
     def test_if_a_key_is_revoked_twice_then_the_first_time_stays(
         self, layer: ManagementApi, team: Team, clock: Clock
     ) -> None:
