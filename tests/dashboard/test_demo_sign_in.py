@@ -87,6 +87,8 @@ def test_if_a_signed_in_change_comes_from_another_site_then_403(client: TestClie
 
 def test_if_signed_out_then_the_cookie_is_gone(client: TestClient) -> None:
     _sign_in(client)
+    forged = client.post("/demo/sign-out", headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and client.get(KEYS).status_code == 200
     answer = client.post("/demo/sign-out", headers={"Origin": ORIGIN}, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/demo/sign-in"
     assert 'stack-access-token=""' in answer.headers["set-cookie"]

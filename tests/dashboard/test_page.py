@@ -355,3 +355,30 @@ def test_if_the_colours_are_read_then_text_and_focus_meet_wcag_aa(
     colours = dict(re.findall(r"(--[a-z-]+):\s*(#[0-9a-fA-F]{6})", css))
     ratio = _contrast(colours.get(foreground, foreground), colours.get(background, background))
     assert ratio >= minimum, f"{foreground} on {background}: {ratio:.2f}:1"
+
+
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_if_mounted_at_the_root_then_the_page_is_there_and_its_files_resolve(
+    framework: str,
+) -> None:
+    if framework == "starlette":
+        from starlette.applications import Starlette
+        from starlette.testclient import TestClient
+
+        from skaala_auth.starlette import dashboard_routes
+
+        client: Any = TestClient(Starlette(routes=dashboard_routes(path="/")))
+        text = client.get("/").text
+        script = client.get("/static/app.js")
+    else:
+        from flask import Flask
+
+        from skaala_auth.flask import dashboard_blueprint
+
+        app = Flask(__name__)
+        app.register_blueprint(dashboard_blueprint(url_prefix="/"))
+        client = app.test_client()
+        text = client.get("/").get_data(as_text=True)
+        script = client.get("/static/app.js")
+    assert 'src="static/app.js?v=' in text
+    assert script.status_code == 200 and script.headers["content-type"] == TYPES["app.js"]
