@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 try:
@@ -37,6 +37,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from .authenticator import Authenticator
 from .config import RULE_SETTINGS, authenticator_from_settings, rules_from_settings
+from .dashboard import Dashboard, DashboardResponse
 from .errors import AuthError, MissingKeyError
 from .flow import Credentials, Endpoint, RequestFacts
 from .management import (
@@ -50,9 +51,10 @@ from .management import (
 from .manager import KeyManager
 from .models import Principal
 from .rules import Rules
+from .scopes import ScopeRegistry
 from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
 
-__all__ = ["SkaalaAuth", "management_blueprint", "requires_scope"]
+__all__ = ["SkaalaAuth", "dashboard_blueprint", "management_blueprint", "requires_scope"]
 
 T = TypeVar("T")  # a view function, a Blueprint or a Flask app
 _EXTENSION = "skaala_auth"
@@ -290,3 +292,63 @@ def _management_view(
 
     view.__name__ = f"skaala_auth_{resource.name}"
     return view
+
+
+def dashboard_blueprint(
+    *,
+    url_prefix: str = "/dashboard",
+    api_prefix: str = "/api/v1",
+    name: str = "skaala_auth_dashboard",
+    scopes: ScopeRegistry | Mapping[str, str] | None = None,
+    sign_in_url: str | None = None,
+    notice: str | None = None,
+) -> Blueprint:
+    """The key-management page (:mod:`skaala_auth.dashboard`) as a blueprint, beside
+    :func:`management_blueprint`: ``app.register_blueprint(dashboard_blueprint())``.
+
+    The page is ``GET url_prefix`` (and ``url_prefix/``), for ``?team=<team id>``; its files
+    are under ``url_prefix/static/``. It holds no data: the management API decides every call
+    the page makes.
+
+    Args:
+        url_prefix: where the page is served.
+        api_prefix: where :func:`management_blueprint` is mounted (its ``url_prefix``).
+        name: the blueprint's name.
+        scopes: the scopes offered for a new key (default: the documented set).
+        sign_in_url: where the page sends a visitor who is not signed in.
+        notice: a line shown in a banner at the top of the page.
+
+    .. versionadded:: 0.1.0
+    """
+    dashboard = Dashboard(
+        api_prefix=api_prefix, scopes=scopes, sign_in_url=sign_in_url, notice=notice
+    )
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix.rstrip("/") or None)
+
+    # HEAD is answered as GET: werkzeug leaves the body out of a HEAD answer by itself, and
+    # keeps its Content-Length.
+    def page() -> ResponseReturnValue:
+        current = _current_request()
+        method = "GET" if current.method == "HEAD" else current.method
+        return _dashboard_response(dashboard.page(method, current.path))
+
+    def asset(name: str) -> ResponseReturnValue:
+        current = _current_request()
+        method = "GET" if current.method == "HEAD" else current.method
+        return _dashboard_response(dashboard.asset(method, name))
+
+    for rule in ("", "/") if url_prefix.strip("/") else ("/",):
+        blueprint.add_url_rule(
+            rule, endpoint="page" if rule else "page_bare", view_func=page,
+            methods=_ALL_METHODS, provide_automatic_options=False, strict_slashes=True,
+        )  # fmt: skip
+    blueprint.add_url_rule(
+        "/static/<name>", endpoint="file", view_func=asset, methods=_ALL_METHODS,
+        provide_automatic_options=False,
+    )  # fmt: skip
+    return blueprint
+
+
+def _dashboard_response(answer: DashboardResponse) -> ResponseReturnValue:
+    headers = list(answer.headers)
+    return current_app.response_class(answer.body, status=answer.status, headers=headers)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 try:
@@ -27,7 +27,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
-    from starlette.routing import Route
+    from starlette.routing import BaseRoute, Route
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from starlette.websockets import WebSocket
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
@@ -36,6 +36,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
     ) from error
 
 from .authenticator import Authenticator
+from .dashboard import Dashboard, DashboardResponse
 from .errors import AuthError, MissingKeyError
 from .flow import Credentials, Endpoint, PreflightAnswer, RequestFacts
 from .management import (
@@ -49,11 +50,13 @@ from .management import (
 from .manager import KeyManager
 from .models import Principal
 from .rules import Rules
+from .scopes import ScopeRegistry
 
 __all__ = [
     "ApiKeyMiddleware",
     "ApiKeyUser",
     "authorize_connection",
+    "dashboard_routes",
     "management_routes",
     "requires_scope",
 ]
@@ -487,3 +490,57 @@ class _ManagementEndpoint:
             raw.append((b"content-length", str(len(response.body)).encode("latin-1")))
         await send({"type": "http.response.start", "status": response.status, "headers": raw})
         await send({"type": "http.response.body", "body": response.body})
+
+
+def dashboard_routes(
+    *,
+    path: str = "/dashboard",
+    api_prefix: str = "/api/v1",
+    scopes: ScopeRegistry | Mapping[str, str] | None = None,
+    sign_in_url: str | None = None,
+    notice: str | None = None,
+) -> list[BaseRoute]:
+    """The key-management page (:mod:`skaala_auth.dashboard`) as Starlette routes, beside
+    :func:`management_routes`: ``Starlette(routes=[*management_routes(...),
+    *dashboard_routes()])``.
+
+    The page is ``GET path`` (and ``path/``), for ``?team=<team id>``; its files are under
+    ``path/static/``. It is public (it holds no data): what it shows comes from the management
+    API, which decides every call. Behind :class:`ApiKeyMiddleware` with a rules table that
+    denies by default, list ``path`` and ``path/*`` as public.
+
+    Args:
+        path: where the page is served.
+        api_prefix: where :func:`management_routes` is mounted (its ``prefix``).
+        scopes: the scopes offered for a new key (default: the documented set).
+        sign_in_url: where the page sends a visitor who is not signed in.
+        notice: a line shown in a banner at the top of the page.
+
+    .. versionadded:: 0.1.0
+    """
+    dashboard = Dashboard(
+        api_prefix=api_prefix, scopes=scopes, sign_in_url=sign_in_url, notice=notice
+    )
+    path = path.rstrip("/")
+
+    async def page(request: Request) -> Response:
+        return _dashboard_response(dashboard.page(request.method, request.url.path))
+
+    async def asset(request: Request) -> Response:
+        return _dashboard_response(dashboard.asset(request.method, request.path_params["name"]))
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # the page answers 405 itself
+    return [
+        Route(path or "/", page, methods=methods, name="skaala_auth_dashboard"),
+        *([Route(path + "/", page, methods=methods)] if path else []),
+        Route(path + "/static/{name}", asset, methods=methods, name="skaala_auth_dashboard_file"),
+    ]
+
+
+def _dashboard_response(answer: DashboardResponse) -> Response:
+    response = Response(answer.body, status_code=answer.status)
+    del response.headers["content-length"]
+    response.raw_headers.extend(
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+    )
+    return response
