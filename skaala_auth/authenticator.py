@@ -30,13 +30,14 @@ from .audit import AuditEvent, AuditHook
 from .cache import KeyCache
 from .credentials import HeadersLike
 from .decision import refusal
+from .digestfilter import DigestFilter
 from .errors import AuthError, ConfigurationError, JwksUnavailableError
 from .flow import AFRESH, Endpoint, Flow, Load, Need, Outcome, RequestFacts
 from .hashing import Algorithm, Hasher
 from .lastused import LastUsedRecorder
 from .loading import KeyLoader
 from .models import Principal, Role
-from .ratelimit import RateLimiter
+from .ratelimit import FailedAuthLimiter, RateLimiter
 from .rules import Requirement, Rules
 from .scopes import ScopeRegistry
 from .sessionflow import (
@@ -48,7 +49,7 @@ from .sessionflow import (
     default_role_scopes,
     normalize_origins,
 )
-from .stores.base import Change, KeyStore
+from .stores.base import Change, DigestSource, KeyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
@@ -117,8 +118,26 @@ class Authenticator:
         allowed_origins: origins (``https://dashboard.example.com``) allowed to send
             cookie-authenticated unsafe requests (``POST``, ``PUT``, ``PATCH``, ``DELETE``),
             beside the request's own host; any other is refused (403, CSRF).
+        digest_filter: keep a filter of every stored digest in memory (8 bytes a key), so that
+            a well-formed key nobody issued is refused without a store look-up (see
+            :class:`~skaala_auth.digestfilter.DigestFilter`). On by default; off by itself for
+            a store that cannot list its digests (not a
+            :class:`~skaala_auth.stores.base.DigestSource`).
+        unlisted_lookup_rate: store look-ups per second still allowed for digests the filter
+            does not list, which covers keys created by another process that this one has not
+            heard of yet (within a poll for SQLite, milliseconds for PostgreSQL). ``0``: the
+            filter's word is final.
+        failed_auth_limit: failed attempts (401 "Invalid API key") allowed per client address
+            in a burst, and per ``failed_auth_window`` sustained; past it, that client's failed
+            attempts are answered 429 with ``Retry-After``. A valid key is never refused by it.
+            Counted by :meth:`decide` (which knows the client's address), not by
+            :meth:`authenticate` or :meth:`verify`. ``None`` (default): off.
+        failed_auth_window: seconds (see ``failed_auth_limit``).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       ``digest_filter``, ``unlisted_lookup_rate``, ``failed_auth_limit`` and
+       ``failed_auth_window``.
     """
 
     def __init__(
@@ -143,6 +162,10 @@ class Authenticator:
         session_scopes: Mapping[str, Iterable[str]] | ScopeRegistry | None = None,
         role_resolver: RoleResolver | None = None,
         allowed_origins: Iterable[str] = (),
+        digest_filter: bool = True,
+        unlisted_lookup_rate: float = 10.0,
+        failed_auth_limit: int | None = None,
+        failed_auth_window: float = 60.0,
     ) -> None:
         self.store = store
         self.hasher = Hasher(pepper, hash_algorithm)
@@ -150,6 +173,18 @@ class Authenticator:
         self.clock = clock
         self.accept_test_keys = accept_test_keys
         self.last_used = LastUsedRecorder(store, last_used_interval)
+        #: The filter of stored digests (``None``: off, or the store cannot list its digests).
+        self.digest_filter: DigestFilter | None = None
+        if digest_filter and isinstance(store, DigestSource):
+            self.digest_filter = DigestFilter(
+                unlisted_rate=unlisted_lookup_rate,
+                reload_interval=max(poll_interval, 1.0),
+                clock=clock,
+            )
+        #: The limiter of failed attempts per client address (``None``: off).
+        self.failed_auth: FailedAuthLimiter | None = None
+        if failed_auth_limit is not None:
+            self.failed_auth = FailedAuthLimiter(failed_auth_limit, failed_auth_window)
         self._flow = Flow(
             self.hasher,
             self.cache,
@@ -159,6 +194,8 @@ class Authenticator:
             track_last_used=track_last_used,
             rate_limiter=rate_limiter,
             audit=audit,
+            digest_filter=self.digest_filter,
+            failed_auth=self.failed_auth,
         )
         self._loader = KeyLoader(
             store,
@@ -166,6 +203,7 @@ class Authenticator:
             timeout=store_timeout,
             poll_interval=poll_interval,
             before_poll=self._before_poll,
+            digest_filter=self.digest_filter,
         )
         if session_verifier is not None:
             self._flow.sessions = SessionFlow(
@@ -473,7 +511,7 @@ class Authenticator:
         """
         if not self._closed:
             return
-        self.cache.clear()
+        self._loader.forget()
         if self._flow.sessions is not None:
             self._flow.sessions.clear()
         self._unsubscribe = self.store.subscribe(self._on_change)
@@ -497,6 +535,7 @@ class Authenticator:
 
     def _on_change(self, change: Change) -> None:
         self.cache.invalidate(change)
+        self._loader.changed(change)
         sessions = self._flow.sessions
         if sessions is not None:
             sessions.invalidate(change)
