@@ -49,7 +49,7 @@ from .sessionflow import (
     default_role_scopes,
     normalize_origins,
 )
-from .stores.base import Change, DigestSource, KeyStore
+from .stores.base import Change, DigestSource, InvalidationBus, KeyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
@@ -133,11 +133,15 @@ class Authenticator:
             Counted by :meth:`decide` (which knows the client's address), not by
             :meth:`authenticate` or :meth:`verify`. ``None`` (default): off.
         failed_auth_window: seconds (see ``failed_auth_limit``).
+        invalidation_bus: carries changes between processes whose store cannot (a
+            :class:`~skaala_auth.bus.RedisInvalidationBus`): this store's changes are published
+            on it, the other processes' heard from it; while it is down, every poll drops the
+            cache, as for a PostgreSQL store whose listener is down.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.5.0
-       ``digest_filter``, ``unlisted_lookup_rate``, ``failed_auth_limit`` and
-       ``failed_auth_window``.
+       ``digest_filter``, ``unlisted_lookup_rate``, ``failed_auth_limit``,
+       ``failed_auth_window`` and ``invalidation_bus``.
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class Authenticator:
         unlisted_lookup_rate: float = 10.0,
         failed_auth_limit: int | None = None,
         failed_auth_window: float = 60.0,
+        invalidation_bus: InvalidationBus | None = None,
     ) -> None:
         self.store = store
         self.hasher = Hasher(pepper, hash_algorithm)
@@ -221,7 +226,8 @@ class Authenticator:
                 setting="session_verifier",
             )
         self.session_verifier = session_verifier
-        self._unsubscribe = store.subscribe(self._on_change)
+        self.invalidation_bus = invalidation_bus
+        self._unsubscribe = self._listen()
         self._closed = False
 
     @property
@@ -514,7 +520,7 @@ class Authenticator:
         self._loader.forget()
         if self._flow.sessions is not None:
             self._flow.sessions.clear()
-        self._unsubscribe = self.store.subscribe(self._on_change)
+        self._unsubscribe = self._listen()
         self.last_used.reopen()
         self._closed = False
 
@@ -527,11 +533,31 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"Authenticator(store={self.store!r}, cached={len(self.cache)})"
 
+    def _listen(self) -> Callable[[], None]:
+        """Subscribe to the store's changes (and the bus's); returns what unsubscribes."""
+        unsubscribe = self.store.subscribe(self._on_change)
+        bus = self.invalidation_bus
+        if bus is None:
+            return unsubscribe
+        bus.attach(self.store)
+        unsubscribe_bus = bus.subscribe(self._on_change)
+
+        def both() -> None:
+            unsubscribe()
+            unsubscribe_bus()
+
+        return both
+
     def _before_poll(self) -> None:
         # Called under the loader's poll lock: one thread reopens.
         if self._closed:
             self.open()
         self._flow.refresh()
+        bus = self.invalidation_bus
+        if bus is not None and not bus.healthy():
+            # Other processes' changes go unheard: trust nothing cached (as for a store whose
+            # own listener is down), until the bus is back.
+            self._on_change(Change("all"))
 
     def _on_change(self, change: Change) -> None:
         self.cache.invalidate(change)

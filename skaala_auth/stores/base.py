@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from ..models import ApiKey, KeyRecord, Member
 
-__all__ = ["Change", "ChangeFeed", "DigestSource", "KeyRecord", "KeyStore"]
+__all__ = ["Change", "ChangeFeed", "DigestSource", "InvalidationBus", "KeyRecord", "KeyStore"]
 
 log = logging.getLogger("skaala_auth.store")
 
@@ -194,3 +194,21 @@ class DigestSource(Protocol):
 
     def key_digest(self, key_id: str) -> str | None:
         """The digest stored for the key ``key_id`` now, or ``None`` for an unknown id."""
+
+
+class InvalidationBus(Protocol):
+    """**Protocol:** carries :class:`Change` events between processes whose store cannot (see
+    :class:`~skaala_auth.bus.RedisInvalidationBus`).
+
+    .. versionadded:: 0.5.0
+    """
+
+    def attach(self, store: KeyStore) -> None:
+        """Publish the changes ``store`` announces in this process to the other processes."""
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with the other processes' changes (and ``Change("all")`` when
+        some may have been missed); returns the unsubscribe function."""
+
+    def healthy(self) -> bool:
+        """False while changes may be going unheard (its subscription is down)."""
