@@ -17,10 +17,10 @@ lets the look-up happen (fails open):
   and it is unsure from the moment the change arrives until the answer is in;
 - after a change it cannot follow (``Change("all")``: a listener that reconnected, a replaced
   file; ``Change("key")`` without an id: a bulk import) or a read that failed, until a full
-  re-read that started after it has finished. Re-reads run one at a time, the next at least
-  ``reload_interval`` seconds after the last one started, doubling (to 60 s) while they keep
-  ending unsure (a listener that stays down), back to ``reload_interval`` after one that ends
-  sure.
+  re-read has finished that started after ``reload_interval`` seconds without another one. A
+  store (or bus) whose listener is down says ``Change("all")`` at every poll: the filter then
+  stays open, and reads nothing, until the listener is back. Re-reads run one at a time; after
+  a failed one the next waits ``reload_interval``, doubling to 60 s while they keep failing.
 
 What it cannot know is a key created in *another* process whose change has not reached this one
 yet (within a poll, SQLite; milliseconds, PostgreSQL NOTIFY). For that window it keeps a small
@@ -58,7 +58,7 @@ _SLOTS: Final = 1 << 16
 _EMPTY_INDEX: Final = array("Q", bytes(8 * (_SLOTS + 1)))
 #: A full read: the sorted prefixes and their index.
 Listing = tuple["array[int]", "array[int]"]
-#: The longest wait between two full re-reads that keep ending unsure.
+#: The longest wait between two full re-reads that keep failing.
 MAX_RELOAD_INTERVAL: Final = 60.0
 
 
@@ -107,7 +107,8 @@ class DigestFilter:
         self._pending = 0  # key digests being learnt
         self._reloading = False
         self._generation = 0  # bumped by every change the filter cannot follow
-        self._next_reload = 0.0
+        self._next_reload = 0.0  # after a failed read
+        self._quiet_until = 0.0  # a read starts only after reload_interval without surprises
         self._delay = reload_interval
         self._tokens = self._burst = max(unlisted_rate, 1.0) if unlisted_rate else 0.0
         self._stamp = 0.0
@@ -185,6 +186,7 @@ class DigestFilter:
         self._generation += 1
         self._stale = True
         self.ready = False
+        self._quiet_until = self._clock() + self.reload_interval
 
     def _settle(self) -> None:
         # Under the lock.
@@ -199,10 +201,14 @@ class DigestFilter:
         :meth:`reloaded` or :meth:`reload_failed` with the generation :meth:`reloading` gives)."""
         with self._lock:
             now = self._clock()
-            if not self._stale or self._reloading or now < self._next_reload:
+            if (
+                not self._stale
+                or self._reloading
+                or now < self._next_reload
+                or now < self._quiet_until
+            ):
                 return False
             self._reloading = True
-            self._next_reload = now + self._delay
             return True
 
     def reloading(self) -> int:
@@ -232,14 +238,14 @@ class DigestFilter:
             self._loaded = True
             if generation == self._generation:
                 self._stale = False
-                self._delay = self.reload_interval
-            else:  # missed changes meanwhile: read again, later
-                self._delay = min(max(self._delay * 2, 1.0), MAX_RELOAD_INTERVAL)
+            self._delay = self.reload_interval
+            self._next_reload = 0.0
             self._settle()
 
     def reload_failed(self) -> None:
         with self._lock:
             self._reloading = False
+            self._next_reload = self._clock() + self._delay
             self._delay = min(max(self._delay * 2, 1.0), MAX_RELOAD_INTERVAL)
 
     def wait_ready(self, timeout: float) -> bool:

@@ -285,6 +285,37 @@ class TestDigestFilterAlone:
         listed.reloaded(listed.read(["sha256$" + "ab" * 32]), generation)
         assert not listed.ready and listed.wants_reload()
 
+    def test_if_listener_keeps_saying_all_then_open_and_no_reads_until_quiet(self) -> None:
+        clock = Clock()
+        listed = DigestFilter(unlisted_rate=0, reload_interval=1.0, clock=clock)
+        assert listed.wants_reload()
+        listed.reloaded(listed.read(()), listed.reloading())
+        assert listed.ready
+        for _ in range(20):  # a store whose listener is down: Change("all") at every poll
+            clock.advance(0.5)
+            listed.changed(Change("all"))
+            assert not listed.ready and not listed.wants_reload()
+        clock.advance(0.999)
+        assert not listed.wants_reload()
+        clock.advance(0.001)  # a whole reload_interval without one: back, read again
+        assert listed.wants_reload()
+        listed.reloaded(listed.read(()), listed.reloading())
+        assert listed.ready
+
+    def test_if_read_fails_then_retried_with_backoff(self) -> None:
+        clock = Clock()
+        listed = DigestFilter(unlisted_rate=0, reload_interval=1.0, clock=clock)
+        waits = []
+        for _ in range(8):
+            started = clock.now
+            while not listed.wants_reload():
+                clock.advance(0.5)
+            waits.append(clock.now - started)
+            listed.reloading()
+            listed.reload_failed()
+        assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+        assert not listed.ready
+
     @pytest.mark.parametrize(
         ("stored", "prefix"),
         [
