@@ -238,6 +238,12 @@ def report(
             f"{'✓' if run.hit_ratio >= 0.99 else '✗'} | {run.refused_429:,} | "
             f"{(run.flood + run.legit_requests) / run.seconds:,.0f} requests/s |"
         )
+    lines += [
+        "",
+        "A run that lasts longer than `cache_ttl` (30 s) reloads every legitimate key once at its "
+        "expiry: its hit ratio then shows `cache_ttl`, not the flood (junk never enters the "
+        "positive cache).",
+    ]
     loaded = [seconds for _, seconds in runs if seconds is not None]
     if loaded:
         lines += ["", f"The filter's first read at {args.keys:,} keys: {min(loaded):.2f} s."]
