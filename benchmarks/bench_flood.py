@@ -10,7 +10,7 @@ at most 1 % of the flood) and the cache hit ratio of the legitimate requests (ta
 Writes ``benchmarks/RESULTS-flood.md`` (unless ``--quick``).
 
 Method. ``--keys`` legitimate keys are imported in bulk (``KeyManager.create_keys``); an
-authenticator with the defaults (``cache_ttl=30``, ``unlisted_lookup_rate=10``) serves them
+authenticator with the defaults (``cache_ttl=30``, ``unlisted_lookup_rate=50``) serves them
 once (they are in use before the flood starts), and its filter's first full read is timed. The
 flood is ``--flood`` fresh ``generate_key()`` keys sent through ``decide(RequestFacts)`` from
 ``--clients`` client addresses in turn, with one legitimate request (the keys in turn, from an

@@ -125,8 +125,10 @@ class Authenticator:
             :class:`~skaala_auth.stores.base.DigestSource`).
         unlisted_lookup_rate: store look-ups per second still allowed for digests the filter
             does not list, which covers keys created by another process that this one has not
-            heard of yet (within a poll for SQLite, milliseconds for PostgreSQL). ``0``: the
-            filter's word is final.
+            heard of yet (within a poll for SQLite, milliseconds for PostgreSQL): a service that
+            creates keys in one process and hands them to clients of another needs it. Beyond
+            it (a flood), unlisted digests are refused without a look-up. ``0``: the filter's
+            word is final.
         failed_auth_limit: failed attempts (401 "Invalid API key") allowed per client address
             in a burst, and per ``failed_auth_window`` sustained; past it, that client's failed
             attempts are answered 429 with ``Retry-After``. A valid key is never refused by it.
@@ -167,7 +169,7 @@ class Authenticator:
         role_resolver: RoleResolver | None = None,
         allowed_origins: Iterable[str] = (),
         digest_filter: bool = True,
-        unlisted_lookup_rate: float = 10.0,
+        unlisted_lookup_rate: float = 50.0,
         failed_auth_limit: int | None = None,
         failed_auth_window: float = 60.0,
         invalidation_bus: InvalidationBus | None = None,

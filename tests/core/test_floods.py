@@ -429,7 +429,7 @@ class TestFloodFigure:
             store.asked.clear()
             flood, requests, statuses = 10_000, 0, set()
             for number in range(flood):
-                clock.advance(0.0001)  # 10,000 junk keys a second
+                clock.advance(0.00005)  # 20,000 junk keys a second
                 client = f"198.51.100.{number % 100}"
                 outcome = request(auth, generate_key(), client)
                 assert isinstance(outcome, AuthError)
