@@ -30,13 +30,14 @@ from .audit import AuditEvent, AuditHook
 from .cache import KeyCache
 from .credentials import HeadersLike
 from .decision import refusal
+from .digestfilter import DigestFilter
 from .errors import AuthError, ConfigurationError, JwksUnavailableError
 from .flow import AFRESH, Endpoint, Flow, Load, Need, Outcome, RequestFacts
 from .hashing import Algorithm, Hasher
 from .lastused import LastUsedRecorder
 from .loading import KeyLoader
 from .models import Principal, Role
-from .ratelimit import RateLimiter
+from .ratelimit import FailedAuthLimiter, RateLimiter
 from .rules import Requirement, Rules
 from .scopes import ScopeRegistry
 from .sessionflow import (
@@ -48,7 +49,7 @@ from .sessionflow import (
     default_role_scopes,
     normalize_origins,
 )
-from .stores.base import Change, KeyStore
+from .stores.base import Change, DigestSource, InvalidationBus, KeyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
@@ -117,8 +118,32 @@ class Authenticator:
         allowed_origins: origins (``https://dashboard.example.com``) allowed to send
             cookie-authenticated unsafe requests (``POST``, ``PUT``, ``PATCH``, ``DELETE``),
             beside the request's own host; any other is refused (403, CSRF).
+        digest_filter: keep a filter of every stored digest in memory (8 bytes a key), so that
+            a well-formed key nobody issued is refused without a store look-up (see
+            :class:`~skaala_auth.digestfilter.DigestFilter`). On by default; off by itself for
+            a store that cannot list its digests (not a
+            :class:`~skaala_auth.stores.base.DigestSource`).
+        unlisted_lookup_rate: store look-ups per second still allowed for digests the filter
+            does not list, which covers keys created by another process that this one has not
+            heard of yet (within a poll for SQLite, milliseconds for PostgreSQL): a service that
+            creates keys in one process and hands them to clients of another needs it. Beyond
+            it (a flood), unlisted digests are refused without a look-up. ``0``: the filter's
+            word is final.
+        failed_auth_limit: failed attempts (401 "Invalid API key") allowed per client address
+            in a burst, and per ``failed_auth_window`` sustained; past it, that client's failed
+            attempts are answered 429 with ``Retry-After``. A valid key is never refused by it.
+            Counted by :meth:`decide` (which knows the client's address), not by
+            :meth:`authenticate` or :meth:`verify`. ``None`` (default): off.
+        failed_auth_window: seconds (see ``failed_auth_limit``).
+        invalidation_bus: carries changes between processes whose store cannot (a
+            :class:`~skaala_auth.bus.RedisInvalidationBus`): this store's changes are published
+            on it, the other processes' heard from it; while it is down, every poll drops the
+            cache, as for a PostgreSQL store whose listener is down.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       ``digest_filter``, ``unlisted_lookup_rate``, ``failed_auth_limit``,
+       ``failed_auth_window`` and ``invalidation_bus``.
     """
 
     def __init__(
@@ -143,6 +168,11 @@ class Authenticator:
         session_scopes: Mapping[str, Iterable[str]] | ScopeRegistry | None = None,
         role_resolver: RoleResolver | None = None,
         allowed_origins: Iterable[str] = (),
+        digest_filter: bool = True,
+        unlisted_lookup_rate: float = 50.0,
+        failed_auth_limit: int | None = None,
+        failed_auth_window: float = 60.0,
+        invalidation_bus: InvalidationBus | None = None,
     ) -> None:
         self.store = store
         self.hasher = Hasher(pepper, hash_algorithm)
@@ -150,6 +180,18 @@ class Authenticator:
         self.clock = clock
         self.accept_test_keys = accept_test_keys
         self.last_used = LastUsedRecorder(store, last_used_interval)
+        #: The filter of stored digests (``None``: off, or the store cannot list its digests).
+        self.digest_filter: DigestFilter | None = None
+        if digest_filter and isinstance(store, DigestSource):
+            self.digest_filter = DigestFilter(
+                unlisted_rate=unlisted_lookup_rate,
+                reload_interval=max(poll_interval, 1.0),
+                clock=clock,
+            )
+        #: The limiter of failed attempts per client address (``None``: off).
+        self.failed_auth: FailedAuthLimiter | None = None
+        if failed_auth_limit is not None:
+            self.failed_auth = FailedAuthLimiter(failed_auth_limit, failed_auth_window)
         self._flow = Flow(
             self.hasher,
             self.cache,
@@ -159,6 +201,8 @@ class Authenticator:
             track_last_used=track_last_used,
             rate_limiter=rate_limiter,
             audit=audit,
+            digest_filter=self.digest_filter,
+            failed_auth=self.failed_auth,
         )
         self._loader = KeyLoader(
             store,
@@ -166,6 +210,7 @@ class Authenticator:
             timeout=store_timeout,
             poll_interval=poll_interval,
             before_poll=self._before_poll,
+            digest_filter=self.digest_filter,
         )
         if session_verifier is not None:
             self._flow.sessions = SessionFlow(
@@ -183,7 +228,8 @@ class Authenticator:
                 setting="session_verifier",
             )
         self.session_verifier = session_verifier
-        self._unsubscribe = store.subscribe(self._on_change)
+        self.invalidation_bus = invalidation_bus
+        self._unsubscribe = self._listen()
         self._closed = False
 
     @property
@@ -481,10 +527,10 @@ class Authenticator:
         """
         if not self._closed:
             return
-        self.cache.clear()
+        self._loader.forget()
         if self._flow.sessions is not None:
             self._flow.sessions.clear()
-        self._unsubscribe = self.store.subscribe(self._on_change)
+        self._unsubscribe = self._listen()
         self.last_used.reopen()
         self._closed = False
 
@@ -497,14 +543,35 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"Authenticator(store={self.store!r}, cached={len(self.cache)})"
 
+    def _listen(self) -> Callable[[], None]:
+        """Subscribe to the store's changes (and the bus's); returns what unsubscribes."""
+        unsubscribe = self.store.subscribe(self._on_change)
+        bus = self.invalidation_bus
+        if bus is None:
+            return unsubscribe
+        bus.attach(self.store)
+        unsubscribe_bus = bus.subscribe(self._on_change)
+
+        def both() -> None:
+            unsubscribe()
+            unsubscribe_bus()
+
+        return both
+
     def _before_poll(self) -> None:
         # Called under the loader's poll lock: one thread reopens.
         if self._closed:
             self.open()
         self._flow.refresh()
+        bus = self.invalidation_bus
+        if bus is not None and not bus.healthy():
+            # Other processes' changes go unheard: trust nothing cached (as for a store whose
+            # own listener is down), until the bus is back.
+            self._on_change(Change("all"))
 
     def _on_change(self, change: Change) -> None:
         self.cache.invalidate(change)
+        self._loader.changed(change)
         sessions = self._flow.sessions
         if sessions is not None:
             sessions.invalidate(change)

@@ -49,8 +49,9 @@ from .sessionflow import FetchKeys, Membership, SessionFlow, normalize_origins
 
 if TYPE_CHECKING:
     from .cache import Entry, KeyCache
+    from .digestfilter import DigestFilter
     from .lastused import LastUsedRecorder
-    from .ratelimit import RateLimiter
+    from .ratelimit import FailedAuthLimiter, RateLimiter
 
 __all__ = [
     "AFRESH",
@@ -449,11 +450,24 @@ class Load:
         scopes, team_id: what the request needs, for :meth:`Flow.resume`.
         now: the request's instant (the loaded entry is fresh for ``cache_ttl`` from it).
         roles: the roles the handler allows (``None``: any), checked once the key is granted.
+        client: the client's address, when failed attempts are counted per client.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       ``client``.
     """
 
-    __slots__ = ("digest", "key_prefix", "legacy", "now", "roles", "scopes", "stored", "team_id")
+    __slots__ = (
+        "client",
+        "digest",
+        "key_prefix",
+        "legacy",
+        "now",
+        "roles",
+        "scopes",
+        "stored",
+        "team_id",
+    )
 
     def __init__(
         self,
@@ -473,6 +487,7 @@ class Load:
         self.team_id = team_id
         self.now = now
         self.roles: frozenset[str] | None = None
+        self.client: str | None = None
 
     def __repr__(self) -> str:
         return f"Load({self.key_prefix!r})"
@@ -488,9 +503,18 @@ class Flow:
     sync or async, and hand back to :meth:`resume`. A cached key needs no load.
 
     Order: cheap shape checks (length, prefix, alphabet) → digest → positive cache → on a miss,
-    the checksum → negative cache → :class:`Load`. A malformed key never reaches the negative
-    cache or the store; a digest found in the positive cache proves an issued, well-formed key,
-    so a hit skips the checksum.
+    the checksum → negative cache → digest filter → :class:`Load`. A malformed key never reaches
+    the negative cache or the store; a digest found in the positive cache proves an issued,
+    well-formed key, so a hit skips the checksum. A digest the filter does not list is unknown
+    without a load (but for the filter's small budget of look-ups, see
+    :class:`~skaala_auth.digestfilter.DigestFilter`).
+
+    Failed attempts (a 401 "Invalid API key": malformed, unknown, expired, revoked) are counted
+    per client address when a :class:`~skaala_auth.ratelimit.FailedAuthLimiter` is set, and a
+    client over its limit is answered 429 for them. Only a refusal is ever turned into a 429,
+    and only at the point where the key is known to fail: a cached grant is decided first (the
+    hot path does not look at the client), a digest the filter lists is looked up, and only what
+    the filter does not list, or what the store says is unknown, expired or revoked, is refused.
 
     Args:
         hasher: makes the digests.
@@ -501,8 +525,12 @@ class Flow:
         track_last_used: mark at all.
         rate_limiter: consulted once a key is granted.
         audit: the audit hook, if any.
+        digest_filter: the filter of stored digests, if any.
+        failed_auth: the limiter of failed attempts per client, if any.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       ``digest_filter`` and ``failed_auth``.
     """
 
     def __init__(
@@ -516,8 +544,12 @@ class Flow:
         track_last_used: bool,
         rate_limiter: RateLimiter | None,
         audit: AuditHook | None,
+        digest_filter: DigestFilter | None = None,
+        failed_auth: FailedAuthLimiter | None = None,
     ) -> None:
         self.hasher = hasher
+        self._filter = digest_filter
+        self._failures = failed_auth
         self._new_hash = hasher.new
         self._cache_get = cache.get
         self._cache = cache
@@ -565,10 +597,11 @@ class Flow:
                 need_now.team_id,
                 need_now.required,
                 now,
+                facts.client,
             )
         # A WebSocket handshake's method is unknown to the CSRF check: a cookie needs an Origin.
         method = None if facts.websocket else facts.method
-        return self.either(facts.headers, facts.query, method, need_now, now)
+        return self.either(facts.headers, facts.query, method, need_now, now, facts.client)
 
     def either(
         self,
@@ -577,6 +610,7 @@ class Flow:
         method: str | None,
         need: Requirement,
         now: float,
+        client: str | None = None,
     ) -> Outcome | Need:
         """Decide by an API key, or else by a dashboard session: the key decides whenever one
         is presented (a bad key is refused beside a good session); a handler that takes
@@ -595,6 +629,7 @@ class Flow:
                     need.team_id,
                     now,
                     need.required and (sessions is None or credentials == "api_key"),
+                    client,
                 )
         except AuthError as error:  # extract_key's 400s
             return self.audited(error)
@@ -661,12 +696,13 @@ class Flow:
         team_id: str | None,
         required: bool,
         now: float,
+        client: str | None = None,
     ) -> Outcome | Load:
         """Start deciding by a request's headers (and query string)."""
         # The key goes straight into start(), never into a local here: a frame up the stack
         # of a rate limiter or an audit hook (what Sentry-style capture shows) holds no key.
         try:
-            return self.start(extract_key(headers, query), scopes, team_id, now, required)
+            return self.start(extract_key(headers, query), scopes, team_id, now, required, client)
         except AuthError as error:  # extract_key's 400s (start() returns its refusals)
             return self.audited(error)
 
@@ -677,10 +713,12 @@ class Flow:
         team_id: str | None,
         now: float,
         required: bool = True,
+        client: str | None = None,
     ) -> Outcome | Load:
         """Start deciding a presented key (``None``: none was presented; ``required`` says
-        whether that is a 401 or anonymous). This is the hot path: a cached key is decided
-        here, in one call (what :func:`~skaala_auth.decision.decide` does is written out)."""
+        whether that is a 401 or anonymous; ``client``: the client's address, for the count of
+        failed attempts). This is the hot path: a cached key is decided here, in one call (what
+        :func:`~skaala_auth.decision.decide` does is written out)."""
         if key is None:
             if not required:
                 return None
@@ -688,13 +726,13 @@ class Flow:
         try:
             data = key.encode()
         except UnicodeEncodeError:  # lone surrogates: junk, and must not become a 500
-            return self._malformed(b"", key)
+            return self._malformed(b"", key, client, now)
         if len(data) != 46 or data[:8] not in self._prefixes or not data[8:].isalnum():
-            return self._malformed(data, key)  # nothing looked up: no cache, no store
+            return self._malformed(data, key, client, now)  # nothing looked up: no cache, no store
         digest: bytes = self._new_hash(data).digest()
         entry = self._cache_get(digest)
         if entry is None or now >= entry.fresh_until:
-            return self._miss(data, digest, key, scopes, team_id, now)
+            return self._miss(data, digest, key, scopes, team_id, now, client)
         grant = entry.grant
         principal = grant.principal
         if (
@@ -708,14 +746,18 @@ class Flow:
             del key, data  # the limiter and the audit hook run below this frame
             return self._granted(entry, principal, now)
         del key, data
-        return self._decide(entry, scopes, team_id, now)
+        return self._decide(entry, scopes, team_id, now, client)
 
     def resume(self, load: Load, loaded: Entry | AuthError, now: float) -> Principal | AuthError:
         """Finish deciding after the driver performed ``load``: ``loaded`` is the cache entry of
         the record found, or the refusal (unknown key: 401; store failure: 503)."""
         if isinstance(loaded, AuthError):
+            if load.client is not None and type(loaded) is InvalidKeyError:
+                limited = self._limited(load.client, now)
+                if limited is not None:
+                    return limited
             return self.audited(loaded, load.key_prefix)
-        outcome = self._decide(loaded, load.scopes, load.team_id, now)
+        outcome = self._decide(loaded, load.scopes, load.team_id, now, load.client)
         if load.roles is not None and isinstance(outcome, Principal):
             return self._role_checked(outcome, load.roles)
         return outcome
@@ -740,30 +782,72 @@ class Flow:
         scopes: Collection[str],
         team_id: str | None,
         now: float,
+        client: str | None = None,
     ) -> AuthError | Load:
         if not well_formed_bytes(data, self._prefixes):
-            return self._malformed(data, key)  # bad checksum: no negative cache, no store
+            # Bad checksum: no negative cache, no store.
+            return self._malformed(data, key, client, now)
         if self._cache.is_known_unknown(digest, now):
-            if not self.audit_failure:
-                return _UNKNOWN
-            return self.audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
+            return self._unknown(key, client, now)
         hasher = self.hasher
-        return Load(
+        legacy = hasher.legacy_digests(data)
+        listed = self._filter
+        if listed is not None and listed.ready and not listed.lists(digest, legacy):
+            # Not in the store, unless created elsewhere moments ago: a client over its limit
+            # is refused at once, the others spend the filter's small budget of look-ups.
+            failures = self._failures
+            if client is not None and failures is not None:
+                limited = failures.refusal(client, now)
+                if limited is not None:
+                    return self.audited(limited)
+            if not listed.spare(now):
+                return self._unknown(key, client, now)
+        load = Load(
             digest,
             hasher.stored(digest),
-            hasher.legacy_digests(data),
+            legacy,
             display_prefix(key),
             scopes,
             team_id,
             now,
         )
+        load.client = client
+        return load
+
+    def _unknown(self, key: str, client: str | None, now: float) -> AuthError:
+        """The refusal of a well-formed key known not to be in the store (or the 429)."""
+        if client is not None:
+            limited = self._limited(client, now)
+            if limited is not None:
+                return limited
+        if not self.audit_failure:
+            return _UNKNOWN
+        return self.audited(InvalidKeyError(reason=Reason.UNKNOWN), display_prefix(key))
+
+    def _limited(self, client: str, now: float) -> AuthError | None:
+        """Count a failed attempt by ``client``: ``None``, or the 429 (audited) for a client
+        over its limit."""
+        failures = self._failures
+        if failures is None:
+            return None
+        limited = failures.failed(client, now)
+        return None if limited is None else self.audited(limited)
 
     def _decide(
-        self, entry: Entry, scopes: Collection[str], team_id: str | None, now: float
+        self,
+        entry: Entry,
+        scopes: Collection[str],
+        team_id: str | None,
+        now: float,
+        client: str | None = None,
     ) -> Principal | AuthError:
         grant = entry.grant
         outcome = decide(grant, now, scopes, team_id)
         if isinstance(outcome, AuthError):
+            if client is not None and type(outcome) is InvalidKeyError:  # expired, revoked
+                limited = self._limited(client, now)
+                if limited is not None:
+                    return limited
             return self.audited(outcome, principal=grant.principal)
         return self._granted(entry, outcome, now)
 
@@ -793,10 +877,16 @@ class Flow:
         failure.__cause__ = error
         return failure
 
-    def _malformed(self, data: bytes, key: str) -> AuthError:
+    def _malformed(
+        self, data: bytes, key: str, client: str | None = None, now: float = 0.0
+    ) -> AuthError:
         """The refusal of a key that failed the format checks, or of a test key where those are
         not accepted. Only a test key's display prefix is audited: of a malformed string,
         nothing is kept."""
+        if client is not None:
+            limited = self._limited(client, now)
+            if limited is not None:
+                return limited
         if data[:8] == b"sk_test_" and well_formed_bytes(data):
             return self.audited(InvalidKeyError(reason=Reason.TEST_KEY), display_prefix(key))
         if self.audit_failure:

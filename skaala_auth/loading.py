@@ -14,6 +14,10 @@ timeout for sync and async callers alike; and the polls that bring other process
   waits what is left of them. A poll that fails, or that has not answered by then, empties the
   cache, so the store decides the next requests, and fails closed
   while it is down or hangs; a poll still hanging a whole interval later empties it again.
+- **The digest filter's reads.** The full read of the store's digests (at the first poll, and
+  again after a change the filter cannot follow) and the look-up of a changed key's digest run
+  in the worker threads too, never on a request's path; until they are done the filter lets
+  every unknown digest be looked up (see :class:`~skaala_auth.digestfilter.DigestFilter`).
 
 .. versionadded:: 0.1.0
 """
@@ -27,15 +31,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .cache import Entry, KeyCache
 from .decision import Grant
+from .digestfilter import DigestFilter
 from .errors import AuthError, InvalidKeyError, Reason, StoreUnavailableError
 from .flow import Load
 from .models import KeyRecord
 from .outage import Outage
-from .stores.base import KeyStore
+from .stores.base import Change, DigestSource, KeyStore
 
 __all__ = ["KeyLoader"]
 
@@ -55,8 +60,12 @@ class KeyLoader:
         before_poll: called before each poll (the authenticator reopens itself there, and
             re-reads its audit settings).
         workers: threads that run loads.
+        digest_filter: the filter of stored digests to keep current (the store must be a
+            :class:`~skaala_auth.stores.base.DigestSource`), or ``None``.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.5.0
+       ``digest_filter``.
     """
 
     def __init__(
@@ -68,8 +77,10 @@ class KeyLoader:
         poll_interval: float,
         before_poll: Callable[[], None],
         workers: int = 8,
+        digest_filter: DigestFilter | None = None,
     ) -> None:
         self.store = store
+        self.digest_filter = digest_filter
         self.cache = cache
         self.timeout = timeout
         self.poll_interval = poll_interval
@@ -89,6 +100,12 @@ class KeyLoader:
             "a session look-up (a role in the store, or the JWKS) failed: sessions that need "
             "one are refused (503)",
             "session look-ups answer again",
+        )
+        self._filter_outage = Outage(
+            log,
+            "could not read the key store's digests: unknown keys are looked up in the store "
+            "until a read succeeds",
+            "the digest filter reads the key store's digests again",
         )
 
     # -- loads ---------------------------------------------------------------------------------
@@ -257,7 +274,7 @@ class KeyLoader:
         """A poll slower than ``timeout``: trust nothing cached (as for a failed poll), so the
         store decides the next requests, and fails closed if it hangs too."""
         self._poll_outage.failed(TimeoutError(f"no answer within {self.timeout} s"))
-        self.cache.clear()
+        self.forget()
 
     def _poll_now(self) -> None:
         """One poll, in a worker thread."""
@@ -268,9 +285,76 @@ class KeyLoader:
             # We cannot tell what changed: trust nothing cached, so the store decides the next
             # requests (and fails closed if it is down).
             self._poll_outage.failed(error)
-            self.cache.clear()
+            self.forget()
         else:
             self._poll_outage.succeeded()
+        self._reload_filter()
+
+    def forget(self) -> None:
+        """Changes may have been missed: drop the cache, and make the digest filter re-read."""
+        self.cache.clear()
+        if self.digest_filter is not None:
+            self.digest_filter.forget_all()
+
+    # -- the digest filter ------------------------------------------------------------------------
+
+    def changed(self, change: Change) -> None:
+        """Bring the digest filter along with ``change`` (called by the authenticator with every
+        change it hears, in the thread that delivers it): unsure at once, then the key's digest
+        (or every digest) read in a worker thread."""
+        digest_filter = self.digest_filter
+        if digest_filter is None:
+            return
+        key_id = digest_filter.changed(change)
+        if key_id is None:
+            self._reload_filter()
+            return
+        try:
+            with self._lock:
+                self._executor().submit(self._learn, key_id)
+        except RuntimeError:  # shutting down (interpreter exit): re-read when used again
+            digest_filter.forget_all(learning=True)
+
+    def _learn(self, key_id: str) -> None:
+        """Read one changed key's digest into the filter (in a worker thread)."""
+        digest_filter = cast(DigestFilter, self.digest_filter)
+        try:
+            stored = cast(DigestSource, self.store).key_digest(key_id)
+        except Exception as error:
+            self._filter_outage.failed(error)
+            digest_filter.forget_all(learning=True)
+        else:
+            digest_filter.learned(stored)
+
+    def _reload_filter(self) -> None:
+        """Start a full read of the store's digests, if the filter wants one now."""
+        digest_filter = self.digest_filter
+        if digest_filter is None or not digest_filter.wants_reload():
+            return
+        try:
+            with self._lock:
+                self._executor().submit(self._reload)
+        except RuntimeError:
+            digest_filter.reload_failed()
+
+    def _reload(self) -> None:
+        """A full read of the store's digests into the filter (in a worker thread)."""
+        digest_filter = cast(DigestFilter, self.digest_filter)
+        generation = digest_filter.reloading()
+        started = time.monotonic()
+        try:
+            listing = digest_filter.read(cast(DigestSource, self.store).digests())
+        except Exception as error:
+            digest_filter.reload_failed()
+            self._filter_outage.failed(error)
+            return
+        self._filter_outage.succeeded()
+        log.debug(
+            "the digest filter read %d digests in %.2f s",
+            len(listing[0]),
+            time.monotonic() - started,
+        )
+        digest_filter.reloaded(listing, generation)
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         # Called under self._lock.

@@ -77,6 +77,30 @@ def postgres_schema(postgres_dsn: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+#: The Redis server the tests that need one use (see DESIGN.md, "Services in tests").
+REDIS_URL = os.environ.get("SKAALA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL, once it has answered; skips without one (or without
+    redis-py), and fails under ``CI=true``. Tests use a channel or key prefix of their own."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        reason = f"no Redis at SKAALA_TEST_REDIS_URL ({REDIS_URL}): {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI runs a Redis service: this must not skip)")
+        pytest.skip(reason)
+    return REDIS_URL
+
+
 @pytest.fixture
 def postgres_store(postgres_dsn: str, postgres_schema: str) -> Iterator[Any]:
     """A :class:`~skaala_auth.stores.postgres.PostgresKeyStore` on a schema of its own."""

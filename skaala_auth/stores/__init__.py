@@ -6,8 +6,16 @@ and is imported from there, so that psycopg stays an optional dependency.
 
 from __future__ import annotations
 
-from .base import Change, ChangeFeed, KeyRecord, KeyStore
+from .base import Change, ChangeFeed, DigestSource, KeyRecord, KeyStore
 from .memory import MemoryKeyStore
 from .sqlite import SQLiteKeyStore
 
-__all__ = ["Change", "ChangeFeed", "KeyRecord", "KeyStore", "MemoryKeyStore", "SQLiteKeyStore"]
+__all__ = [
+    "Change",
+    "ChangeFeed",
+    "DigestSource",
+    "KeyRecord",
+    "KeyStore",
+    "MemoryKeyStore",
+    "SQLiteKeyStore",
+]

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from ..models import ApiKey, KeyRecord, Member
 
-__all__ = ["Change", "ChangeFeed", "KeyRecord", "KeyStore"]
+__all__ = ["Change", "ChangeFeed", "DigestSource", "InvalidationBus", "KeyRecord", "KeyStore"]
 
 log = logging.getLogger("skaala_auth.store")
 
@@ -162,3 +162,53 @@ class KeyStore(Protocol):
         none: the authenticator calls it a few times a second."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DigestSource(Protocol):
+    """**Protocol:** the optional half of a :class:`KeyStore` that lists its digests, so that an
+    authenticator can keep a filter of every stored digest and refuse a well-formed unknown key
+    without a look-up (see :class:`~skaala_auth.digestfilter.DigestFilter`).
+
+    A store without these methods works as before: its authenticators look every unknown
+    digest up. Implemented by :class:`~skaala_auth.MemoryKeyStore`,
+    :class:`~skaala_auth.SQLiteKeyStore` and
+    :class:`~skaala_auth.stores.postgres.PostgresKeyStore`.
+
+    Both methods are only ever called from an authenticator's worker threads, never on a
+    request's path, and any exception they raise only switches the filter off until the next
+    successful read.
+
+    .. versionadded:: 0.5.0
+    """
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (the self-describing form :meth:`KeyStore.find_key` takes), of
+        every key, revoked and expired ones included, in any order.
+
+        It need not be one snapshot: a key inserted or re-hashed while the iteration runs may
+        be missed, since its :class:`Change` reaches the filter, which then asks
+        :meth:`key_digest`. A store should read in chunks rather than hold a lock or a
+        connection for the whole iteration (a million digests take a second or two).
+        """
+
+    def key_digest(self, key_id: str) -> str | None:
+        """The digest stored for the key ``key_id`` now, or ``None`` for an unknown id."""
+
+
+class InvalidationBus(Protocol):
+    """**Protocol:** carries :class:`Change` events between processes whose store cannot (see
+    :class:`~skaala_auth.bus.RedisInvalidationBus`).
+
+    .. versionadded:: 0.5.0
+    """
+
+    def attach(self, store: KeyStore) -> None:
+        """Publish the changes ``store`` announces in this process to the other processes."""
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with the other processes' changes (and ``Change("all")`` when
+        some may have been missed); returns the unsubscribe function."""
+
+    def healthy(self) -> bool:
+        """False while changes may be going unheard (its subscription is down)."""

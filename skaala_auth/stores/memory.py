@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from ..models import ApiKey, Member
@@ -43,6 +43,23 @@ class MemoryKeyStore:
     def get_key(self, key_id: str) -> ApiKey | None:
         with self._lock:
             return self._keys.get(key_id)
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (see :class:`~skaala_auth.stores.base.DigestSource`).
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            digests = list(self._digests)
+        return iter(digests)
+
+    def key_digest(self, key_id: str) -> str | None:
+        """The digest stored for ``key_id`` (a scan: key changes are rare).
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            return next((d for d, found in self._digests.items() if found == key_id), None)
 
     def list_keys(self, team_id: str) -> list[ApiKey]:
         with self._lock:

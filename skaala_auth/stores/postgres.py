@@ -34,7 +34,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -118,7 +118,12 @@ _SQL: Final = {
     "WHERE team_id = %s ORDER BY user_id",
     "remove_member": "DELETE FROM {s}.members WHERE team_id = %s AND user_id = %s",
     "version": "SELECT max(version) FROM {s}.schema_version",
+    # Keyset pagination through the digest index: no connection held between chunks.
+    "digests": "SELECT digest FROM {s}.api_keys WHERE digest > %s ORDER BY digest LIMIT %s",
+    "key_digest": "SELECT digest FROM {s}.api_keys WHERE id = %s",
 }
+#: Digests :meth:`PostgresKeyStore.digests` reads per query.
+DIGEST_CHUNK: Final = 10_000
 
 #: Seconds the listener waits for notifications at a time: how long ``close()`` may wait for it.
 _TICK: Final = 0.2
@@ -407,6 +412,36 @@ class PostgresKeyStore:
         query = self._sql["get"]
         row = self._run(lambda conn: conn.execute(query, (key_id,)).fetchone(), retry=True)
         return None if row is None else _key(row)
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (see :class:`~skaala_auth.stores.base.DigestSource`), read
+        :data:`DIGEST_CHUNK` at a time in digest order through the digest index, one query (and
+        one pooled connection, given back at once) per chunk.
+
+        .. versionadded:: 0.5.0
+        """
+        query = self._sql["digests"]
+        after = ""
+        while True:
+
+            def chunk(conn: psycopg.Connection[Any], after: str = after) -> list[tuple[Any, ...]]:
+                return conn.execute(query, (after, DIGEST_CHUNK)).fetchall()
+
+            rows = self._run(chunk, retry=True)
+            for (digest,) in rows:
+                yield digest
+            if len(rows) < DIGEST_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def key_digest(self, key_id: str) -> str | None:
+        """The digest stored for ``key_id``.
+
+        .. versionadded:: 0.5.0
+        """
+        query = self._sql["key_digest"]
+        row = self._run(lambda conn: conn.execute(query, (key_id,)).fetchone(), retry=True)
+        return None if row is None else str(row[0])
 
     def list_keys(self, team_id: str) -> list[ApiKey]:
         query = self._sql["list"]

@@ -116,6 +116,8 @@ _DIGEST: Final = operator.itemgetter(1)
 BULK_CHUNK: Final = 50_000
 #: The write connection's page cache during a bulk insert, in KiB (SQLite's default: 2 MiB).
 BULK_CACHE_KIB: Final = 64 * 1024
+#: Digests :meth:`SQLiteKeyStore.digests` reads at a time (each chunk under the read lock).
+DIGEST_CHUNK: Final = 10_000
 
 
 def _key_row(key: ApiKey, digest: str) -> tuple[Any, ...]:
@@ -631,6 +633,36 @@ class SQLiteKeyStore:
                 (key_id,),
             ).fetchone()
         return None if row is None else self._checked(row, _key)
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (see :class:`~skaala_auth.stores.base.DigestSource`), read
+        :data:`DIGEST_CHUNK` at a time in digest order through the digest index, each chunk under
+        the read lock on its own: look-ups wait for one chunk at most, never for the whole read.
+
+        .. versionadded:: 0.5.0
+        """
+        after = ""
+        while True:
+            with self._reading() as conn:
+                rows = conn.execute(
+                    "SELECT digest FROM api_keys WHERE digest > ? ORDER BY digest LIMIT ?",
+                    (after, DIGEST_CHUNK),
+                ).fetchall()
+            for (digest,) in rows:
+                if isinstance(digest, str):
+                    yield digest
+            if len(rows) < DIGEST_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def key_digest(self, key_id: str) -> str | None:
+        """The digest stored for ``key_id``.
+
+        .. versionadded:: 0.5.0
+        """
+        with self._reading() as conn:
+            row = conn.execute("SELECT digest FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], str) else None
 
     def list_keys(self, team_id: str) -> list[ApiKey]:
         with self._reading() as conn:

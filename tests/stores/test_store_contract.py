@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from skaala_auth import ApiKey, Member, MemoryKeyStore, Role
-from skaala_auth.stores.base import Change, KeyStore
+from skaala_auth.stores.base import Change, DigestSource, KeyStore
 
 T0 = datetime(2027, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -156,6 +156,40 @@ class TestBulk:
     def test_if_empty_then_nothing_announced(self, store: KeyStore, changes: list[Change]) -> None:
         store.insert_keys([])
         assert changes == [] and store.list_keys("team_1") == []
+
+
+class TestDigests:
+    """The optional DigestSource half, which every built-in store offers."""
+
+    def test_if_listed_then_every_digest_once_revoked_included(self, store: KeyStore) -> None:
+        assert isinstance(store, DigestSource)
+        assert list(store.digests()) == []
+        store.insert_key(key(1), "sha256$aa")
+        store.insert_keys([(key(n), f"sha256${n:02x}") for n in range(2, 40)])
+        store.revoke_key("key_1", T0)
+        expected = {"sha256$aa", *(f"sha256${n:02x}" for n in range(2, 40))}
+        listed = list(store.digests())
+        assert sorted(listed) == sorted(expected)
+
+    def test_if_more_than_a_chunk_then_all_listed(
+        self, store: KeyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import sys
+
+        module = sys.modules[type(store).__module__]
+        if hasattr(module, "DIGEST_CHUNK"):
+            monkeypatch.setattr(module, "DIGEST_CHUNK", 7)
+        store.insert_keys([(key(n), f"sha256${n:04x}") for n in range(1, 31)])
+        assert isinstance(store, DigestSource)
+        assert sorted(store.digests()) == sorted(f"sha256${n:04x}" for n in range(1, 31))
+
+    def test_if_asked_by_id_then_current_digest(self, store: KeyStore) -> None:
+        assert isinstance(store, DigestSource)
+        store.insert_key(key(1), "sha256$aa")
+        assert store.key_digest("key_1") == "sha256$aa"
+        store.update_digest("key_1", "sha256$aa", "blake2b-keyed$bb")
+        assert store.key_digest("key_1") == "blake2b-keyed$bb"
+        assert store.key_digest("key_404") is None
 
 
 class TestMembers:
