@@ -86,3 +86,12 @@ def cpu_seconds(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settled(authenticator: object) -> None:
+    """Wait until an authenticator's background start-up work is done (the digest filter's
+    first full read of the store, which its first request starts in a worker thread), so that
+    it does not run during a measurement. Call it after the first request."""
+    digest_filter = getattr(authenticator, "digest_filter", None)
+    if digest_filter is not None and not digest_filter.wait_ready(60):
+        raise RuntimeError("the digest filter did not finish its first read within 60 s")
