@@ -349,7 +349,7 @@ def session_credentials(
 @st.composite
 def credentials(draw: st.DrawFn, world: World) -> Credentials:
     """An API key alone (in the forms above), a session alone, or both (the key decides)."""
-    mix = draw(st.sampled_from(["key", "key", "key", "session", "session", "session", "both"]))
+    mix = draw(st.sampled_from(["key"] * 3 + ["session"] * 3 + ["both"] * 2))
     if mix == "key":
         return draw(key_credentials(world))
     label, headers, session = draw(session_credentials(world))
@@ -491,4 +491,6 @@ def session_examples(world: World) -> list[Request]:
             key="t1_read",
         ),
         session("GET", bookings_1, "good:user_1", (header,), by_cookie=False, key="revoked"),
+        session("GET", staff_1, "good:user_1", (header,), by_cookie=False, key="junk_text"),
+        session("GET", bookings_1, "good:user_1", (cookie("good:user_1"),), key="junk_checksum"),
     ]
