@@ -5,6 +5,10 @@ handler's scopes and team; never a 500.
 Requests are generated (methods, mutated paths, credentials, preflights, keys in the query
 string), shaped as uvicorn and gunicorn shape them, sent to the app object, and every handler
 run is checked against what the request carried (see :func:`tests.hardening.world.violations`).
+Credentials are API keys and dashboard sessions (docs/sessions.md): session cookies, the Stack
+SDK's cookies, the ``x-stack-access-token`` header, bad tokens, a session beside a key, with
+``Origin``/``Referer`` variants; a few plain session requests
+(:func:`tests.hardening.strategies.session_examples`) go first to every target.
 
 Environment:
 
@@ -21,9 +25,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 
-from .strategies import requests
+from .strategies import requests, session_examples
 from .targets import TARGETS, serve
 from .world import RUNS, Request, Violation, World, build_world, violations
 
@@ -69,7 +73,7 @@ def test_if_requests_are_generated_then_protected_handlers_run_only_when_granted
             deadline=None,
             suppress_health_check=list(HealthCheck),
             # A survey keeps every example and does not shrink.
-            phases=[Phase.generate] if SURVEY else list(Phase),
+            phases=[Phase.explicit, Phase.generate] if SURVEY else list(Phase),
         )
         @given(request=requests(world))
         def check(request: Request) -> None:
@@ -84,5 +88,7 @@ def test_if_requests_are_generated_then_protected_handlers_run_only_when_granted
             else:
                 assert not problems, _report(problems)
 
+        for explicit in session_examples(world):
+            check = example(request=explicit)(check)
         check()
     assert not found, _report(found, sent)

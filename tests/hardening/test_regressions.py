@@ -504,3 +504,41 @@ def test_if_the_team_parameter_is_named_otherwise_then_another_teams_key_is_refu
     assert not ran_other
     assert own.status in (200, 403)  # a loud refusal of the misnamed route is acceptable too
     assert own.status != 500
+
+
+# -- dashboard sessions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "method", "role", "scopes"),
+    [
+        ("user_1", "GET", "owner", {"read:bookings", "write:bookings"}),
+        ("member_1", "GET", "member", {"read:bookings"}),
+        ("user_1", "POST", "owner", {"read:bookings", "write:bookings"}),
+    ],
+)
+def test_if_drf_grants_a_session_then_the_view_gets_the_principal_of_its_team(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    user: str,
+    method: str,
+    role: str,
+    scopes: set[str],
+) -> None:
+    """sessions, finding 1: with a dashboard session (here in the ``x-stack-access-token``
+    header: no CSRF check), ``HasScopes`` decides for the view's team, but ``request.auth`` is
+    the principal ``ApiKeyAuthentication`` made before the team was known: team ``""``, no
+    scopes, no role. docs/django.md's DRF example answers ``request.auth.team_id``."""
+    from . import django_apps
+
+    seen: list[Any] = []
+    monkeypatch.setattr(django_apps, "record", lambda *args: seen.append(args[3]))
+    headers = (("X-Stack-Access-Token", world.tokens[f"good:{user}"].token),)
+    with serve(world, "drf/has-scopes") as served:
+        reply = served.driver(Request(method, BOOKINGS_1, Credentials("-", headers, None), False))
+    assert reply.status == 200, reply.body
+    (principal,) = seen  # what the view got as request.auth
+    assert (principal.user_id, principal.method) == (user, "session")
+    assert principal.team_id == "team_1"
+    assert principal.role == role
+    assert scopes <= principal.scopes

@@ -1,5 +1,6 @@
-"""The world of the hardening suite: keys, recorded handler runs, requests as real servers shape
-them, and the oracle that says whether a handler run was allowed.
+"""The world of the hardening suite: keys, dashboard users and their session tokens, recorded
+handler runs, requests as real servers shape them, and the oracle that says whether a handler
+run was allowed.
 
 Nothing here imports a web framework: the apps are in :mod:`tests.hardening.apps`.
 """
@@ -7,15 +8,18 @@ Nothing here imports a web framework: the apps are in :mod:`tests.hardening.apps
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, Principal, generate_key
+from skaala_auth.testing import SessionKit
 
 from ..conftest import Clock
 from ..leakcheck import seen_response
@@ -26,15 +30,42 @@ STAFF = "/api/v1/teams/{team}/staff"
 HEALTH = "/health"
 INTERNAL = "/internal/report"  # not in any rule, not under protect=: default deny covers it
 
+# -- dashboard sessions ---------------------------------------------------------------------------
+
+PROJECT = "hardening-project"  # the Stack Auth project (the tokens' audience)
+HOST = "testserver"  # every request's Host header
+DASHBOARD = "https://dashboard.example"  # the Authenticator's allowed_origins
+#: The methods a cookie-authenticated request may use without an allowed Origin (any case).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: Each dashboard user's role by team (the store's membership table); ``loner`` is in no team.
+ROLES: dict[str, dict[str, str]] = {
+    "user_1": {"team_1": "owner"},
+    "member_1": {"team_1": "member"},
+    "user_2": {"team_2": "owner"},
+    "admin_2": {"team_2": "admin"},
+    "loner": {},
+}
+
+
+def role_allows(role: str, scopes: frozenset[str]) -> bool:
+    """The contract's scopes by role: owner and admin every scope, member the ``read:*`` ones."""
+    if role in ("owner", "admin"):
+        return True
+    return role == "member" and all(scope.startswith("read:") for scope in scopes)
+
+
 # -- recorded handler runs ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Run:
     handler: str  # list, create, other, staff, health, internal
-    method: str  # as the handler saw it
+    method: str  # the HTTP method, as the handler saw it
     team: str | None  # the router-resolved team path parameter
     key_id: str | None  # the key id of the principal the handler received
+    user_id: str | None = None  # the principal's user
+    principal_method: str | None = None  # the principal's method: "api_key" or "session"
+    principal_team: str | None = None  # the principal's team ("" for a session of no team)
 
 
 RUNS: list[Run] = []
@@ -47,6 +78,9 @@ def record(handler: str, method: str, team: object, principal: Principal | None)
             method,
             None if team is None else str(team),
             None if principal is None else principal.key_id,
+            None if principal is None else principal.user_id,
+            None if principal is None else principal.method,
+            None if principal is None else principal.team_id,
         )
     )
 
@@ -64,14 +98,33 @@ class Key:
     live: bool  # issued, not revoked, not expired, member of its team
 
 
+@dataclass(frozen=True)
+class Token:
+    """A Stack Auth access token of the world, and what the contract makes of it."""
+
+    label: str  # e.g. good:member_1, expired:user_1
+    token: str
+    user: str  # the user it claims (``sub``)
+    refused: str | None  # why a verifier refuses it; ``None``: a good token
+
+
 @dataclass
 class World:
     store: MemoryKeyStore
     clock: Clock
     keys: dict[str, Key]
+    kit: SessionKit
+    tokens: dict[str, Token]
 
     def authenticator(self) -> Authenticator:
-        return Authenticator(self.store, clock=self.clock)
+        """Keys from the store, and dashboard sessions from the kit's project (docs/sessions.md);
+        cross-site cookie requests allowed from the dashboard only."""
+        return Authenticator(
+            self.store,
+            clock=self.clock,
+            session_verifier=self.kit.verifier(),
+            allowed_origins=[DASHBOARD],
+        )
 
     def by_key(self, key: str) -> Key | None:
         for found in self.keys.values():
@@ -80,12 +133,53 @@ class World:
         return None
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _payload(token: str) -> dict[str, Any]:
+    part = token.split(".")[1]
+    payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return payload
+
+
+def _tokens(kit: SessionKit, clock: Clock) -> dict[str, Token]:
+    """A good token per user, and tokens every verifier must refuse."""
+    tokens: dict[str, Token] = {}
+
+    def add(label: str, token: str, user: str, refused: str | None) -> None:
+        tokens[label] = Token(label, token, user, refused)
+
+    for user in ROLES:
+        add(f"good:{user}", kit.mint(user), user, None)
+    now = clock()
+    add("expired:user_1", kit.mint("user_1", issued_at=now - 7200), "user_1", "expired")
+    add("future:user_1", kit.mint("user_1", issued_at=now + 3600), "user_1", "not yet valid")
+    add("no_exp:user_1", kit.mint("user_1", exp=None), "user_1", "no exp")
+    add("wrong_aud:user_1", kit.mint("user_1", aud="other-project"), "user_1", "wrong audience")
+    add("anon:user_1", kit.mint("user_1", anonymous=True), "user_1", "anonymous")
+    other = SessionKit(project_id=PROJECT, clock=clock)  # another signing key, unknown kid
+    add("foreign:user_1", other.mint("user_1"), "user_1", "unknown signing key")
+    forged = other.mint("user_1", header={"kid": kit.key_id})  # our kid, another key
+    add("forged_kid:user_1", forged, "user_1", "bad signature")
+    # A member's token with its payload rewritten to the owner: the signature no longer holds.
+    head, _, signature = tokens["good:member_1"].token.split(".")
+    payload = _payload(tokens["good:member_1"].token) | {"sub": "user_1"}
+    tampered = f"{head}.{_b64(json.dumps(payload).encode())}.{signature}"
+    add("tampered:member_1->user_1", tampered, "user_1", "tampered")
+    none = _b64(json.dumps({"alg": "none", "kid": kit.key_id, "typ": "JWT"}).encode())
+    unsigned = f"{none}.{_b64(json.dumps(_payload(tokens['good:user_1'].token)).encode())}."
+    add("alg_none:user_1", unsigned, "user_1", "alg none")
+    return tokens
+
+
 def build_world() -> World:
     store = MemoryKeyStore()
     clock = Clock()
     manager = KeyManager(store, clock=clock)
-    manager.add_member(team_id="team_1", user_id="user_1", role="owner")
-    manager.add_member(team_id="team_2", user_id="user_2", role="owner")
+    for user, teams in ROLES.items():
+        for team, role in teams.items():
+            manager.add_member(team_id=team, user_id=user, role=role)
     keys: dict[str, Key] = {}
 
     def issue(label: str, team: str, scopes: Iterable[str], **options: Any) -> tuple[str, str]:
@@ -116,7 +210,9 @@ def build_world() -> World:
         "junk_checksum": keys["t1_all"].key[:-1] + ("A" if keys["t1_all"].key[-1] != "A" else "B"),
     }.items():
         keys[label] = Key(label, junk, None, None, frozenset(), False)
-    return World(store, clock, keys)
+    # Tokens live ten minutes from now; the suite's clock does not move.
+    kit = SessionKit(project_id=PROJECT, clock=clock)
+    return World(store, clock, keys, kit, _tokens(kit, clock))
 
 
 # -- requests -------------------------------------------------------------------------------------
@@ -125,13 +221,29 @@ Headers = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
+class Session:
+    """The dashboard session a request carries, as its first carrier present has it (see
+    docs/sessions.md, "Where the token is read")."""
+
+    user: str  # the user the token claims
+    by_cookie: bool  # a cookie carries it: an unsafe method needs an allowed Origin
+    refused: str | None  # why the contract refuses it (a bad token, a refused carrier)
+
+
+@dataclass(frozen=True)
 class Credentials:
     """The credential part of a request: its headers, and the one key a strict reading of the
-    contract accepts (``None``: the request must not reach a protected handler)."""
+    contract accepts (``None``: the request must not reach a protected handler).
+
+    When the request presents an API key (``key_presented``), the key decides and any session
+    is ignored. Otherwise ``session`` is the session it carries (``None``: none, or none the
+    contract could read: no protected handler may run)."""
 
     label: str
     headers: tuple[tuple[str, str], ...]
     accepted: str | None
+    key_presented: bool = True
+    session: Session | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +264,7 @@ class Request:
         return self.target.partition("?")[2]
 
     def headers(self) -> Headers:
-        return [("Host", "testserver"), *self.credentials.headers, *self.extra_headers]
+        return [("Host", HOST), *self.credentials.headers, *self.extra_headers]
 
     def is_preflight(self) -> bool:
         names = {name.lower() for name, _ in self.extra_headers}
@@ -380,7 +492,9 @@ def violations(
             f"{' +preflight' if request.is_preflight() else ''} -> {reply.status}: {what}"
         )
         group = f"{target} | {cause} | {handler} {request.method.upper()}"
-        if cause.startswith(("no single", "preflight ran a protected handler (no single")):
+        if cause.startswith(
+            ("no single", "preflight ran a protected handler (no single", "session", "handler got")
+        ):
             group += f" | {form}"
         problems.append(Violation(group, text))
 
@@ -392,7 +506,10 @@ def violations(
         scopes = need(run.handler, method)
         if scopes is None:
             continue
-        ran = f"{run.handler} ran (method {run.method!r}, team {run.team!r}, key {run.key_id!r})"
+        ran = (
+            f"{run.handler} ran (method {run.method!r}, team {run.team!r}, key {run.key_id!r},"
+            f" user {run.user_id!r} by {run.principal_method!r} of team {run.principal_team!r})"
+        )
         cause = _refusal(world, request, run, scopes)
         if request.is_preflight():
             # Never, even for a request the key would have been granted for: a preflight is
@@ -408,7 +525,17 @@ def _refusal(world: World, request: Request, run: Run, scopes: frozenset[str]) -
     """Why the core should have refused this run; ``None`` when it was entitled to run."""
     if request.query_has_key:
         return "key in the query string"
-    accepted = request.credentials.accepted
+    credentials = request.credentials
+    if credentials.key_presented:  # the key decides: a session never rescues nor widens it
+        return _key_refusal(world, credentials.accepted, run, scopes)
+    if credentials.session is None:
+        return "no single clean credential"
+    return _session_refusal(request, credentials.session, run, scopes)
+
+
+def _key_refusal(
+    world: World, accepted: str | None, run: Run, scopes: frozenset[str]
+) -> str | None:
     if accepted is None:
         return "no single clean credential"
     key = world.by_key(accepted)
@@ -418,6 +545,53 @@ def _refusal(world: World, request: Request, run: Run, scopes: frozenset[str]) -
         return "key of another team"
     if not scopes <= key.scopes:
         return f"key lacks {sorted(scopes - key.scopes)}"
-    if run.key_id != key.key_id:
+    if run.key_id != key.key_id or run.principal_method != "api_key":
         return "handler got another principal"
     return None
+
+
+def _session_refusal(
+    request: Request, session: Session, run: Run, scopes: frozenset[str]
+) -> str | None:
+    if session.refused is not None:
+        return f"session refused ({session.refused})"
+    if (
+        session.by_cookie
+        and request.method.upper() not in SAFE_METHODS
+        and not origin_allowed(request.headers())
+    ):
+        return "session cookie on an unsafe method without an allowed Origin"
+    if run.team is not None:
+        role = ROLES[session.user].get(run.team)
+        if role is None:
+            return "session user not a member of the team"
+        if not role_allows(role, scopes):
+            return f"{role} session lacks {sorted(scopes)}"
+    elif scopes:  # no team in the path: a session of no team has no scopes
+        return f"session of no team lacks {sorted(scopes)}"
+    if (run.principal_method, run.user_id, run.key_id) != ("session", session.user, None):
+        return "handler got another principal than the session's"
+    if run.team is not None and run.principal_team != run.team:
+        return "handler got the session's principal for another team"
+    return None
+
+
+def origin_allowed(headers: Headers) -> bool:
+    """The contract's CSRF check of a cookie-authenticated unsafe request: its ``Origin`` (or,
+    with none, its ``Referer``'s origin) is the request's own host or the dashboard. Several
+    different values, ``null``, or none at all: not allowed."""
+    origins = {_ows(v).lower().rstrip("/") for n, v in headers if n.lower() == "origin"}
+    if origins:
+        if len(origins) != 1:
+            return False
+        origin = origins.pop()
+    else:
+        referers = {_ows(v) for n, v in headers if n.lower() == "referer"}
+        if len(referers) != 1:
+            return False
+        parts = urlsplit(referers.pop())
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+    if origin == DASHBOARD:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == HOST
