@@ -155,6 +155,11 @@ class HasScopes(BasePermission):  # type: ignore[misc]
             return type(view).options is APIView.options
         if isinstance(outcome, AuthError):
             raise ApiKeyRefused(outcome, view) from None
+        if isinstance(outcome, Principal) and outcome is not request.auth:
+            # A dashboard session is authenticated for no team (ApiKeyAuthentication runs
+            # before the view's team is known); the view gets the principal granted for its
+            # team, with that team's role and scopes.
+            request.user, request.auth = ApiKeyUser(outcome), outcome
         return outcome is not None
 
 
