@@ -174,6 +174,8 @@ def _pepper() -> str | None:
 def open_store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
     """The store the global options name (a missing SQLite file is an error unless ``create``).
     :func:`main` closes it when the command is done."""
+    if args.given is not None:
+        return args.given  # type: ignore[no-any-return]
     store = _open_store(args, create=create)
     args.opened.append(store)
     return store
@@ -199,7 +201,10 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
 
 def cmd_init(args: argparse.Namespace) -> int:
     open_store(args, create=True)
-    where = args.dsn and "the PostgreSQL database" or str(_db_path(args).resolve())
+    if args.given is not None:
+        where = args.where
+    else:
+        where = args.dsn and "the PostgreSQL database" or str(_db_path(args).resolve())
     _emit(args, {"database": where}, lambda out: out.write(f"Key database ready: {where}\n"))
     return 0
 
@@ -497,8 +502,8 @@ def cmd_members_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.dsn:
-        raise CommandError("the demo runs on SQLite: use --db PATH, not --dsn")
+    if args.dsn or args.given is not None:
+        raise CommandError("the demo runs on SQLite: use --db PATH")
     try:
         from .demo import run
     except ImportError as error:
@@ -638,10 +643,21 @@ def _parser() -> _Parser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, store: KeyStore | None = None, where: str = ""
+) -> int:
     """Run the command line; returns the exit status.
 
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        store: the store to work on when neither ``--db`` nor ``--dsn`` is given, instead of
+            the default file (``manage.py skaala_auth`` passes Django's ORM store); the caller
+            keeps it open.
+        where: how ``init`` names that store.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``store`` and ``where``.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -649,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db is not None and args.dsn is not None:
         parser.error("argument --dsn: not allowed with argument --db")
     args.opened = []
+    args.given = store if args.db is None and args.dsn is None else None
+    args.where = where or repr(store)
     try:
         status: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

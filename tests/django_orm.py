@@ -3,7 +3,8 @@ server answers, this process's own PostgreSQL test database (``test_skaala_djang
 created on first use and dropped at the end of the session).
 
 Without PostgreSQL the tests that need it skip, saying why; under ``CI=true`` they fail.
-Import the fixtures into a test module that needs them.
+A plugin of the whole suite (``tests/conftest.py``), so that the session's PostgreSQL database is
+made once: Django is imported only when a fixture is used (``tests/core`` runs without it).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import pytest
 
 from tests.django_settings import POSTGRES_DSN, configure, migrate
 
-configure()
-
-from django.db import connections  # noqa: E402
-
 TABLES = ("skaala_auth_apikey", "skaala_auth_member", "skaala_auth_change", "skaala_auth_changelog")
 
 
 def clear(alias: str) -> None:
     """Empty the store's tables (raw SQL: no signal, no change entry)."""
+    configure()
+    from django.db import connections
+
     with connections[alias].cursor() as cursor:
         for table in TABLES:
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table names
@@ -50,6 +50,9 @@ def postgres_alias() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {reason} (set SKAALA_TEST_POSTGRES_DSN)")
         pytest.skip(reason)
+    configure()
+    from django.db import connections
+
     connection = connections["postgres"]
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
@@ -69,4 +72,6 @@ def database(request: pytest.FixtureRequest) -> Iterator[str]:
     clear(alias)
     yield alias
     clear(alias)
+    from django.db import connections
+
     connections[alias].close()

@@ -46,6 +46,7 @@ def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable
                 return await view(request, *args, **kwargs)
 
             async_view.csrf_exempt = True  # type: ignore[attr-defined]
+            async_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
             return cast(F, async_view)
 
         @functools.wraps(view)
@@ -59,6 +60,8 @@ def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable
         # CSRF check (which runs before the view, so before this decorator) has nothing to
         # protect, and would answer a key-authenticated POST with its HTML 403.
         sync_view.csrf_exempt = True  # type: ignore[attr-defined]
+        # What the system check (skaala_auth.E010) compares with the registered scopes.
+        sync_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
         return cast(F, sync_view)
 
     return decorate

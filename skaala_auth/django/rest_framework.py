@@ -23,7 +23,7 @@ from typing import Any
 try:
     from rest_framework.authentication import BaseAuthentication
     from rest_framework.exceptions import APIException
-    from rest_framework.permissions import BasePermission
+    from rest_framework.permissions import BasePermission, OperationHolderMixin
     from rest_framework.request import Request
     from rest_framework.views import APIView
 except ImportError as error:  # pragma: no cover - depends on the installed extras
@@ -116,8 +116,12 @@ class ApiKeyAuthentication(BaseAuthentication):  # type: ignore[misc]
         return 'Bearer realm="api"'
 
 
-class HasScopes(BasePermission):  # type: ignore[misc]
+class HasScopes(OperationHolderMixin, BasePermission):  # type: ignore[misc]
     """Require a valid key with every one of the scopes (AND).
+
+    Composes with DRF's operators, instances and classes alike:
+    ``HasScopes("read:calls") | HasScopes("read:bookings")`` (either),
+    ``HasScopes("read:calls") & IsAuthenticated``, ``~HasScopes(...)``.
 
     Give the scopes to the permission (``permission_classes = [HasScopes("read:bookings")]``),
     or list the class and set ``required_scopes`` on the view. The team is the view's
@@ -132,6 +136,8 @@ class HasScopes(BasePermission):  # type: ignore[misc]
     that defines its own ``options`` handler is not granted one.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Instances compose with ``|``, ``&`` and ``~``.
     """
 
     def __init__(self, *scopes: str) -> None:
@@ -167,3 +173,11 @@ def _endpoint(scopes: tuple[str, ...], team_param: str | None) -> Endpoint:
     """One Endpoint per scope set and team parameter, built once (it keeps its bound
     requirements by team), not once per request."""
     return Endpoint(scopes, team_param, required=False)
+
+
+try:  # drf-spectacular: our schemes in the OpenAPI document (registered by importing them)
+    import drf_spectacular  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the installed extras
+    pass
+else:
+    from . import schema  # noqa: F401

@@ -211,6 +211,26 @@ def _publish(alias: str, seqs: Iterable[int], changes: Iterable[Change]) -> None
             store._feed.publish(change)
 
 
+class _Closer:
+    """Closes a connection when the thread that opened it ends (it lives in that thread's
+    ``threading.local``, which dies with the thread): a worker thread of a closed authenticator
+    keeps no persistent connection (``CONN_MAX_AGE`` > 0) open after it, nor leaves it to the
+    garbage collector, which closes it with a ``ResourceWarning``."""
+
+    __slots__ = ("wrapper",)
+
+    def __init__(self, wrapper: Any) -> None:
+        self.wrapper = wrapper
+
+    def __del__(self) -> None:
+        raw, self.wrapper.connection = self.wrapper.connection, None
+        if raw is not None:
+            try:
+                raw.close()  # the driver's own close: the thread that owned it has ended
+            except Exception:  # noqa: S110 - nothing to do about a connection that broke
+                pass
+
+
 # -- the store --------------------------------------------------------------------------------
 
 
@@ -266,6 +286,7 @@ class DjangoKeyStore:
             elif connection.connection is None:
                 managed = True
                 owned.add(self.alias)
+                _owned.__dict__.setdefault("closers", []).append(_Closer(connection))
         try:
             if self._cursor is None:
                 self._start()
@@ -447,13 +468,15 @@ class DjangoKeyStore:
         """
         with self._connection(), self._poll_lock:
             newest, pruned = self._head()
-            cursor = self._cursor
-            if newest == cursor:
-                return
-            if cursor is None or newest < cursor or pruned > cursor:
+            cursor = self._cursor or 0
+            with self._own_lock:
+                known = max(cursor, max(self._own, default=0))
+            if newest < known or pruned > cursor:
                 self._cursor = newest
                 self._forget_own(newest)
                 self._feed.publish(Change("all"))
+                return
+            if newest == cursor:
                 return
             rows = list(
                 ChangeModel.objects.using(self.alias)

@@ -11,7 +11,6 @@ from tests.django_settings import configure
 configure()
 
 from skaala_auth.django.store import DjangoKeyStore  # noqa: E402
-from tests.django_orm import database, postgres_alias  # noqa: E402, F401 - fixtures
 from tests.stores.test_store_contract import (  # noqa: E402, F401 - collected with this store
     TestBulk,
     TestChanges,
@@ -24,7 +23,7 @@ from tests.stores.test_store_contract import (  # noqa: E402, F401 - collected w
 
 
 @pytest.fixture
-def any_store(database: str) -> Iterator[DjangoKeyStore]:  # noqa: F811
+def any_store(database: str) -> Iterator[DjangoKeyStore]:
     orm_store = DjangoKeyStore(database)
     yield orm_store
     orm_store.close()
