@@ -29,6 +29,10 @@ with atheris.instrument_imports(include=["skaala_auth"]):
 NAMES = ["Authorization", "authorization", "X-API-Key", "x-api-key", "X-Api-Key", "Cookie",
          "Host", "Access-Control-Request-Method", "Authorization2", "X-API-Keys"]  # fmt: skip
 CREDENTIALS = ("authorization", "x-api-key")
+# What environ_headers carries beside the key's headers: the preflight marker, and a dashboard
+# session's carriers with what its CSRF check reads.
+CARRIED = ("access-control-request-method", "cookie", "x-stack-access-token", "origin")
+CARRIED += ("referer", "host")
 SCHEMES = ["Bearer ", "bearer ", "BEARER\t", "Bearer  ", "Bearer", "Basic ", "Token ", ""]
 WHITESPACE = " \t"
 
@@ -97,7 +101,7 @@ def test_one_input(data: bytes) -> None:
         key = "HTTP_" + name.upper().replace("-", "_")
         environ[key] = f"{environ[key]},{value}" if key in environ else value
     kept = environ_headers(environ)
-    assert all(name in (*CREDENTIALS, "access-control-request-method") for name, _ in kept)
+    assert all(name in (*CREDENTIALS, *CARRIED) for name, _ in kept), kept
     try:
         again = extract_key(kept)
     except InvalidRequestError:

@@ -34,6 +34,8 @@ class AuditEvent:
         key_prefix: the display prefix (``sk_live_AbCd…wxyz``) of a well-formed key; never more.
         team_id: the key's team, when known.
         user_id: the key's user, when known.
+        method: ``"api_key"`` or ``"session"``: the credential that was (or was being)
+            checked, when known.
 
     .. versionadded:: 0.1.0
     """
@@ -45,6 +47,7 @@ class AuditEvent:
     key_prefix: str | None = None
     team_id: str | None = None
     user_id: str | None = None
+    method: str | None = None
 
     @classmethod
     def success(cls, principal: Principal) -> AuditEvent:
@@ -56,6 +59,7 @@ class AuditEvent:
             principal.key_prefix,
             principal.team_id,
             principal.user_id,
+            principal.method,
         )
 
     @classmethod
@@ -72,6 +76,7 @@ class AuditEvent:
             principal.key_prefix,
             principal.team_id,
             principal.user_id,
+            principal.method,
         )
 
     def log(self) -> None:
@@ -84,7 +89,7 @@ class AuditEvent:
         if audit_logger.isEnabledFor(level):
             audit_logger.log(
                 level,
-                "auth %s reason=%s status=%s key_id=%s prefix=%s team=%s user=%s",
+                "auth %s reason=%s status=%s key_id=%s prefix=%s team=%s user=%s method=%s",
                 self.outcome,
                 self.reason.value if self.reason else "-",
                 self.status_code,
@@ -92,6 +97,7 @@ class AuditEvent:
                 self.key_prefix or "-",
                 self.team_id or "-",
                 self.user_id or "-",
+                self.method or "-",
                 extra={"skaala_audit": self},
             )
 

@@ -20,23 +20,34 @@ The faces, one meaning per name:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Literal, overload
 
 from .audit import AuditEvent, AuditHook
 from .cache import KeyCache
 from .credentials import HeadersLike
 from .decision import refusal
-from .errors import AuthError
-from .flow import Endpoint, Flow, Load, RequestFacts
+from .errors import AuthError, ConfigurationError, JwksUnavailableError
+from .flow import AFRESH, Endpoint, Flow, Load, Need, Outcome, RequestFacts
 from .hashing import Algorithm, Hasher
 from .lastused import LastUsedRecorder
 from .loading import KeyLoader
-from .models import Principal
+from .models import Principal, Role
 from .ratelimit import RateLimiter
-from .rules import Rules
+from .rules import Requirement, Rules
+from .scopes import ScopeRegistry
+from .sessionflow import (
+    FetchKeys,
+    Membership,
+    RoleResolver,
+    SessionFlow,
+    SessionVerifier,
+    default_role_scopes,
+    normalize_origins,
+)
 from .stores.base import Change, KeyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
@@ -93,6 +104,19 @@ class Authenticator:
             async alike).
         audit: called with an :class:`~skaala_auth.audit.AuditEvent` for every outcome.
         rate_limiter: a :class:`RateLimiter`, consulted after a key authenticates.
+        session_verifier: verifies dashboard sessions (a
+            :class:`~skaala_auth.session.StackAuthVerifier`): a request that presents no API
+            key is then decided by its session, if it carries one (see "Dashboard sessions").
+        session_scopes: the scopes of a session by role (``{"owner": [...], "admin": [...],
+            "member": [...]}``), or a :class:`~skaala_auth.scopes.ScopeRegistry` whose scopes
+            owners and admins get (members its ``read:*`` ones). Default: the documented
+            scopes, that way.
+        role_resolver: ``(team_id, user_id) -> role | None``: a session user's role in a team.
+            Default: the store's membership table. Runs in a worker thread under
+            ``store_timeout``; raising is an outage (503).
+        allowed_origins: origins (``https://dashboard.example.com``) allowed to send
+            cookie-authenticated unsafe requests (``POST``, ``PUT``, ``PATCH``, ``DELETE``),
+            beside the request's own host; any other is refused (403, CSRF).
 
     .. versionadded:: 0.1.0
     """
@@ -115,6 +139,10 @@ class Authenticator:
         store_timeout: float = 5.0,
         audit: AuditHook | None = None,
         rate_limiter: RateLimiter | None = None,
+        session_verifier: SessionVerifier | None = None,
+        session_scopes: Mapping[str, Iterable[str]] | ScopeRegistry | None = None,
+        role_resolver: RoleResolver | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.hasher = Hasher(pepper, hash_algorithm)
@@ -139,6 +167,22 @@ class Authenticator:
             poll_interval=poll_interval,
             before_poll=self._before_poll,
         )
+        if session_verifier is not None:
+            self._flow.sessions = SessionFlow(
+                session_verifier,
+                resolver=self._member_role if role_resolver is None else role_resolver,
+                role_scopes=_role_scopes(session_scopes),
+                allowed_origins=normalize_origins(allowed_origins),
+                ttl=cache_ttl,
+                maxsize=cache_size,
+                auditor=self._flow,
+            )
+        elif role_resolver is not None or session_scopes is not None:
+            raise ConfigurationError(
+                "role_resolver and session_scopes need a session_verifier",
+                setting="session_verifier",
+            )
+        self.session_verifier = session_verifier
         self._unsubscribe = store.subscribe(self._on_change)
         self._closed = False
 
@@ -187,13 +231,17 @@ class Authenticator:
         """
         auth = self if _override is None else _override
         if found is not None:  # no credential to read: no clock, no poll, no I/O
-            return auth._flow.recheck(facts, need, found)
+            checked = auth._flow.recheck(facts, need, found)
+            if checked is not AFRESH:
+                return checked  # type: ignore[return-value]
         now = auth.clock()
         waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
             return auth._flow.resume(step, auth._loader.load(step, waited), now)
-        return step
+        if type(step) is Membership or type(step) is FetchKeys:
+            return auth._session_steps(step, now, waited)
+        return step  # type: ignore[return-value]
 
     async def decide_async(
         self,
@@ -209,13 +257,17 @@ class Authenticator:
         """
         auth = self if _override is None else _override
         if found is not None:
-            return auth._flow.recheck(facts, need, found)
+            checked = auth._flow.recheck(facts, need, found)
+            if checked is not AFRESH:
+                return checked  # type: ignore[return-value]
         now = auth.clock()
         waited = await auth._loader.poll_async(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
         if isinstance(step, Load):
             return auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
-        return step
+        if type(step) is Membership or type(step) is FetchKeys:
+            return await auth._session_steps_async(step, now, waited)
+        return step  # type: ignore[return-value]
 
     @overload
     def authenticate(
@@ -226,6 +278,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: Literal[True] = True,
+        method: str | None = None,
     ) -> Principal: ...
 
     @overload
@@ -237,6 +290,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: bool,
+        method: str | None = None,
     ) -> Principal | None: ...
 
     def authenticate(
@@ -247,6 +301,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: bool = True,
+        method: str | None = None,
     ) -> Principal | None:
         """Authenticate a request by its headers and decide it.
 
@@ -257,6 +312,8 @@ class Authenticator:
             query_string: the raw query string, checked for keys (refused with 400).
             required: when ``False``, a request without credentials returns ``None``
                 (anonymous) instead of raising :class:`~skaala_auth.MissingKeyError`.
+            method: the request method, for dashboard sessions: a session cookie on an unsafe
+                method (or an unknown one: ``None``) needs an allowed ``Origin``.
 
         Returns:
             The :class:`~skaala_auth.Principal`.
@@ -269,10 +326,19 @@ class Authenticator:
         auth = self if _override is None else _override
         now = auth.clock()
         waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
-        step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
+        step: Outcome | Need
+        if auth._flow.sessions is None:
+            step = auth._flow.headers(
+                headers, query_string, required_scopes, team_id, required, now
+            )
+        else:
+            need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
+            step = auth._flow.either(headers, query_string, method, need, now)
         del headers  # they carry the key: out of this frame while the store is asked
         if isinstance(step, Load):
             step = auth._flow.resume(step, auth._loader.load(step, waited), now)
+        elif isinstance(step, (Membership, FetchKeys)):
+            step = auth._session_steps(step, now, waited)
         if isinstance(step, AuthError):
             raise step.raisable()
         return step
@@ -286,6 +352,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: Literal[True] = True,
+        method: str | None = None,
     ) -> Principal: ...
 
     @overload
@@ -297,6 +364,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: bool,
+        method: str | None = None,
     ) -> Principal | None: ...
 
     async def authenticate_async(
@@ -307,6 +375,7 @@ class Authenticator:
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: bool = True,
+        method: str | None = None,
     ) -> Principal | None:
         """:meth:`authenticate` for async code: a cache miss waits for the store in a worker
         thread, never on the event loop.
@@ -316,10 +385,19 @@ class Authenticator:
         auth = self if _override is None else _override
         now = auth.clock()
         waited = await auth._loader.poll_async(now) if now >= auth._loader.next_poll else 0.0
-        step = auth._flow.headers(headers, query_string, required_scopes, team_id, required, now)
+        step: Outcome | Need
+        if auth._flow.sessions is None:
+            step = auth._flow.headers(
+                headers, query_string, required_scopes, team_id, required, now
+            )
+        else:
+            need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
+            step = auth._flow.either(headers, query_string, method, need, now)
         del headers
         if isinstance(step, Load):
             step = auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
+        elif isinstance(step, (Membership, FetchKeys)):
+            step = await auth._session_steps_async(step, now, waited)
         if isinstance(step, AuthError):
             raise step.raisable()
         return step
@@ -396,6 +474,8 @@ class Authenticator:
         if not self._closed:
             return
         self.cache.clear()
+        if self._flow.sessions is not None:
+            self._flow.sessions.clear()
         self._unsubscribe = self.store.subscribe(self._on_change)
         self.last_used.reopen()
         self._closed = False
@@ -417,3 +497,90 @@ class Authenticator:
 
     def _on_change(self, change: Change) -> None:
         self.cache.invalidate(change)
+        sessions = self._flow.sessions
+        if sessions is not None:
+            sessions.invalidate(change)
+
+    # -- the session steps (I/O) -----------------------------------------------------------------
+
+    def _session_steps(
+        self, step: FetchKeys | Membership, now: float, waited: float
+    ) -> Principal | AuthError | None:
+        """Perform the session half's steps (the JWKS, a role), waiting in this thread."""
+        sessions = self._flow.sessions
+        assert sessions is not None  # noqa: S101 - only the session half returns these
+        while True:
+            if type(step) is FetchKeys:
+                fetch = functools.partial(sessions.verifier.fetch_keys, now)
+                if isinstance(self._loader.run(fetch, waited), AuthError):
+                    return self._flow.audited(_jwks_timeout())
+                outcome = sessions.fetched(step, now)
+            else:
+                assert type(step) is Membership  # noqa: S101
+                lookup = functools.partial(sessions.lookup, step)
+                outcome = sessions.resume(step, self._loader.run(lookup, waited), now)
+            if not isinstance(outcome, (FetchKeys, Membership)):
+                return outcome
+            step = outcome
+
+    async def _session_steps_async(
+        self, step: FetchKeys | Membership, now: float, waited: float
+    ) -> Principal | AuthError | None:
+        """:meth:`_session_steps`, awaiting the worker threads."""
+        sessions = self._flow.sessions
+        assert sessions is not None  # noqa: S101
+        while True:
+            if type(step) is FetchKeys:
+                fetch = functools.partial(sessions.verifier.fetch_keys, now)
+                if isinstance(await self._loader.run_async(fetch, waited), AuthError):
+                    return self._flow.audited(_jwks_timeout())
+                outcome = sessions.fetched(step, now)
+            else:
+                assert type(step) is Membership  # noqa: S101
+                lookup = functools.partial(sessions.lookup, step)
+                outcome = sessions.resume(step, await self._loader.run_async(lookup, waited), now)
+            if not isinstance(outcome, (FetchKeys, Membership)):
+                return outcome
+            step = outcome
+
+    def _member_role(self, team_id: str, user_id: str) -> Role | None:
+        """The default role resolver: the store's membership table."""
+        member = self.store.get_member(team_id, user_id)
+        return None if member is None else member.role
+
+
+def _jwks_timeout() -> JwksUnavailableError:
+    error = JwksUnavailableError()
+    error.__cause__ = TimeoutError("the session JWKS did not answer within store_timeout")
+    return error
+
+
+def _role_scopes(
+    setting: Mapping[str, Iterable[str]] | ScopeRegistry | None,
+) -> dict[Role, frozenset[str]]:
+    """The ``session_scopes`` setting, as scopes by role."""
+    if setting is None:
+        return default_role_scopes()
+    if isinstance(setting, ScopeRegistry):
+        return default_role_scopes(setting)
+    if not isinstance(setting, Mapping):
+        raise ConfigurationError(
+            "session_scopes is a mapping of role to scopes, or a ScopeRegistry",
+            setting="session_scopes",
+        )
+    scopes: dict[Role, frozenset[str]] = {role: frozenset() for role in Role}
+    for name, granted in setting.items():
+        try:
+            role = Role(name)
+        except ValueError:
+            raise ConfigurationError(
+                f"session_scopes: {name!r} is not a role (owner, admin, member)",
+                setting="session_scopes",
+            ) from None
+        if isinstance(granted, str):
+            raise ConfigurationError(
+                f"session_scopes[{name!r}] is a list of scopes, not one string",
+                setting="session_scopes",
+            )
+        scopes[role] = frozenset(granted)
+    return scopes

@@ -11,12 +11,13 @@
     skaala-auth --db /srv/keys.db keys list --team team_1 --json
 
 The store is chosen by ``--db PATH`` (SQLite; default ``$SKAALA_AUTH_DB`` or
-``./skaala_auth.db``) or ``--dsn`` (PostgreSQL), before or after the command. A key is never
-taken as an argument (it would land in the shell history): ``keys verify``, and ``keys show`` /
-``keys revoke`` with ``--key-stdin``, read it from standard input. Anything that looks like a key
-given where an id, a team, a user or a name belongs is refused, and never printed back or stored.
-Errors are one line on standard error and a non-zero exit status (1; 2 for usage errors; 141
-when standard output is closed early, as by ``| head``, like a command killed by SIGPIPE).
+``./skaala_auth.db``) or ``--dsn`` (PostgreSQL, with ``--schema``), before or after the
+command. A key is never taken as an argument (it would land in the shell history):
+``keys verify``, and ``keys show`` / ``keys revoke`` with ``--key-stdin``, read it from standard
+input. Anything that looks like a key given where an id, a team, a user or a name belongs is
+refused, and never printed back or stored. Errors are one line on standard error and a non-zero
+exit status (1; 2 for usage errors; 141 when standard output is closed early, as by ``| head``,
+like a command killed by SIGPIPE).
 
 .. versionadded:: 0.1.0
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -183,10 +185,17 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
 
 def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
     if args.dsn:
+        # The pool logs each failed connection attempt; the command's one error line says why
+        # it failed (an unconfigured logger would print every attempt on standard error).
+        pool_log = logging.getLogger("psycopg.pool")
+        if not pool_log.handlers:
+            pool_log.addHandler(logging.NullHandler())
         try:
-            return config.open_store(dsn=args.dsn)
+            return config.open_store(dsn=args.dsn, schema=args.schema)
         except config.ConfigurationError as error:
             raise CommandError(str(error)) from None
+    if args.schema is not None:
+        raise CommandError("--schema names a PostgreSQL schema: use it with --dsn")
     path = _db_path(args)
     if not create and not path.exists():
         raise CommandError(f"no key database at {path}: run '{PROG} --db {path} init' first")
@@ -200,11 +209,14 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    open_store(args, create=True)
+    store = open_store(args, create=True)
+    migrate = getattr(store, "migrate", None)  # PostgreSQL, Django: the tables are made here
+    if migrate is not None:
+        migrate()
     if args.given is not None:
         where = args.where
     else:
-        where = args.dsn and "the PostgreSQL database" or str(_db_path(args).resolve())
+        where = str(store) if args.dsn else str(_db_path(args).resolve())
     _emit(args, {"database": where}, lambda out: out.write(f"Key database ready: {where}\n"))
     return 0
 
@@ -502,14 +514,25 @@ def cmd_members_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.dsn or args.given is not None:
-        raise CommandError("the demo runs on SQLite: use --db PATH")
+    if args.given is not None:
+        raise CommandError("the demo runs on its own store: use --db PATH or --dsn")
+    if args.schema is not None and not args.dsn:
+        raise CommandError("--schema names a PostgreSQL schema: use it with --dsn")
     try:
         from .demo import run
     except ImportError as error:
         raise CommandError(str(error)) from None
     try:
-        run(_db_path(args), host=args.host, port=args.port, pepper=_pepper())
+        run(
+            _db_path(args),
+            host=args.host,
+            port=args.port,
+            pepper=_pepper(),
+            dsn=args.dsn,
+            schema=args.schema,
+        )
+    except config.ConfigurationError as error:
+        raise CommandError(str(error)) from None
     except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully, then re-raised it
         pass
     return 0
@@ -526,6 +549,7 @@ def _parser() -> _Parser:
     # The store options are accepted after the command too (`skaala-auth init --db PATH`).
     json_flag.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="as above")
     json_flag.add_argument("--dsn", metavar="DSN", default=argparse.SUPPRESS, help="as above")
+    json_flag.add_argument("--schema", metavar="NAME", default=argparse.SUPPRESS, help="as above")
 
     parser = _Parser(
         prog=PROG,
@@ -543,6 +567,11 @@ def _parser() -> _Parser:
         help=f"SQLite key database (default: $SKAALA_AUTH_DB or ./{DEFAULT_DB})",
     )
     where.add_argument("--dsn", metavar="DSN", help="PostgreSQL connection string")
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="with --dsn: the PostgreSQL schema of the key tables (default: skaala_auth)",
+    )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

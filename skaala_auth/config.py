@@ -28,6 +28,8 @@ from .stores.sqlite import SQLiteKeyStore
 __all__ = [
     "AUTHENTICATOR_SETTINGS",
     "RULE_SETTINGS",
+    "SESSION_AUTH_SETTINGS",
+    "SESSION_SETTINGS",
     "STORE_SETTINGS",
     "ConfigurationError",
     "authenticator_from_settings",
@@ -36,6 +38,7 @@ __all__ = [
     "parse_duration",
     "parse_setting",
     "rules_from_settings",
+    "session_verifier_from_settings",
     "store_from_settings",
 ]
 
@@ -52,9 +55,27 @@ AUTHENTICATOR_SETTINGS: Final = {
     "POLL_INTERVAL": "poll_interval",
     "STORE_TIMEOUT": "store_timeout",
 }
+#: Setting name → :class:`~skaala_auth.session.StackAuthVerifier` keyword: dashboard sessions
+#: are verified when ``SESSION_PROJECT_ID`` is set.
+SESSION_SETTINGS: Final = {
+    "SESSION_PROJECT_ID": "project_id",
+    "SESSION_JWKS_URL": "jwks_url",
+    "SESSION_JWKS_FILE": "jwks_file",
+    "SESSION_JWKS": "jwks",
+    "SESSION_API_URL": "api_url",
+    "SESSION_ISSUERS": "issuers",
+    "SESSION_LEEWAY": "leeway",
+    "SESSION_ALLOW_ANONYMOUS": "allow_anonymous",
+    "SESSION_ALLOW_RESTRICTED": "allow_restricted",
+}
+#: The session settings the ``Authenticator`` takes itself.
+SESSION_AUTH_SETTINGS: Final = {
+    "ALLOWED_ORIGINS": "allowed_origins",
+    "SESSION_SCOPES": "session_scopes",
+}
 #: The settings that name the store: ``DB`` (a SQLite file that must exist, unless ``CREATE``
-#: is true) or ``DSN`` (PostgreSQL).
-STORE_SETTINGS: Final = frozenset({"DB", "DSN", "CREATE"})
+#: is true) or ``DSN`` (PostgreSQL, with its tables in ``SCHEMA``, default ``skaala_auth``).
+STORE_SETTINGS: Final = frozenset({"DB", "DSN", "CREATE", "SCHEMA"})
 #: Setting name → ``Rules`` argument.
 RULE_SETTINGS: Final = {
     "RULES": "rules",
@@ -64,12 +85,35 @@ RULE_SETTINGS: Final = {
     "RULES_DEFAULT": "default",
 }
 
-_BOOLEAN_SETTINGS: Final = frozenset({"ACCEPT_TEST_KEYS", "CREATE"})
+_BOOLEAN_SETTINGS: Final = frozenset(
+    {"ACCEPT_TEST_KEYS", "CREATE", "SESSION_ALLOW_ANONYMOUS", "SESSION_ALLOW_RESTRICTED"}
+)
+#: Lists, also given as one string of items separated by commas or spaces (an environment
+#: variable).
+_LIST_SETTINGS: Final = frozenset({"ALLOWED_ORIGINS", "SESSION_ISSUERS"})
 _COUNT_SETTINGS: Final = frozenset({"CACHE_SIZE", "NEGATIVE_CACHE_SIZE"})
 _SECONDS_SETTINGS: Final = frozenset(
-    {"CACHE_TTL", "NEGATIVE_CACHE_TTL", "LAST_USED_INTERVAL", "POLL_INTERVAL", "STORE_TIMEOUT"}
+    {
+        "CACHE_TTL",
+        "NEGATIVE_CACHE_TTL",
+        "LAST_USED_INTERVAL",
+        "POLL_INTERVAL",
+        "STORE_TIMEOUT",
+        "SESSION_LEEWAY",
+    }
 )
-_TEXT_SETTINGS: Final = frozenset({"PEPPER", "HASH_ALGORITHM", "DSN"})
+_TEXT_SETTINGS: Final = frozenset(
+    {
+        "PEPPER",
+        "HASH_ALGORITHM",
+        "DSN",
+        "SCHEMA",
+        "SESSION_PROJECT_ID",
+        "SESSION_JWKS_URL",
+        "SESSION_JWKS_FILE",
+        "SESSION_API_URL",
+    }
+)
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -108,7 +152,7 @@ def parse_setting(name: str, value: object) -> Any:
     - ``CACHE_TTL``, ``NEGATIVE_CACHE_TTL``, ``LAST_USED_INTERVAL``, ``POLL_INTERVAL``,
       ``STORE_TIMEOUT``: seconds ≥ 0 as a number, digits (``"30"``, ``"0.5"``), a duration
       (``"30s"``, ``"500ms"``, ``"1m"``) or a :class:`~datetime.timedelta`.
-    - ``PEPPER``: a str or bytes; ``HASH_ALGORITHM``, ``DSN``: a str; ``DB``: a path.
+    - ``PEPPER``: a str or bytes; ``HASH_ALGORITHM``, ``DSN``, ``SCHEMA``: a str; ``DB``: a path.
 
     Other names are returned as they are.
 
@@ -134,6 +178,14 @@ def parse_setting(name: str, value: object) -> Any:
         raise _invalid(name, value, "a whole number, 0 or more")
     if name in _SECONDS_SETTINGS:
         return _seconds(name, value)
+    if name in _LIST_SETTINGS:
+        if isinstance(value, str):
+            return [item for item in re.split(r"[,\s]+", value) if item]
+        if isinstance(value, list | tuple | set | frozenset) and all(
+            isinstance(item, str) for item in value
+        ):
+            return list(value)
+        raise _invalid(name, value, "a list of strings (or one string, comma-separated)")
     if name == "PEPPER":
         if isinstance(value, str | bytes):
             return value
@@ -180,6 +232,7 @@ def open_store(
     db: str | os.PathLike[str] | None = None,
     dsn: str | None = None,
     create: bool = False,
+    schema: str | None = None,
 ) -> KeyStore:
     """The store a setting names: a SQLite file (``db``) or a PostgreSQL DSN (``dsn``).
 
@@ -188,30 +241,37 @@ def open_store(
             that refuses every key.
         dsn: a PostgreSQL connection string.
         create: create the SQLite file when it does not exist (the ``CREATE`` setting).
+        schema: the PostgreSQL schema of the store's tables (the ``SCHEMA`` setting; default
+            ``skaala_auth``); only with ``dsn``.
 
     Raises:
-        ConfigurationError: neither or both given, a missing SQLite file without ``create``, or
-            ``dsn`` (the PostgreSQL store is not available yet).
+        ConfigurationError: neither or both given, a missing SQLite file without ``create``,
+            ``schema`` without ``dsn``, or ``dsn`` malformed or without psycopg installed (the
+            ``postgres`` extra).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``dsn`` opens a :class:`~skaala_auth.stores.postgres.PostgresKeyStore`; ``schema``.
     """
     if (db is None) == (dsn is None):
         raise ConfigurationError("name one key store: DB (a SQLite file) or DSN (PostgreSQL)")
+    if schema is not None and dsn is None:
+        raise ConfigurationError("SCHEMA: only a PostgreSQL store (DSN) has one", setting="SCHEMA")
     if dsn is not None:
         try:
-            from .stores.postgres import PostgresKeyStore  # type: ignore[import-not-found]
+            from .stores.postgres import PostgresKeyStore
         except ImportError as error:
-            if error.name != f"{__package__}.stores.postgres":  # the module, but not its driver
-                raise ConfigurationError(
-                    "DSN: the PostgreSQL store needs psycopg: pip install 'skaala-auth[postgres]'",
-                    setting="DSN",
-                ) from error
             raise ConfigurationError(
-                "DSN: the PostgreSQL store is not available yet in this version of skaala_auth "
-                "(installing an extra will not add it); use a SQLite store (DB) for now",
+                "DSN: the PostgreSQL store needs psycopg and psycopg_pool: "
+                "pip install 'skaala-auth[postgres]'",
                 setting="DSN",
-            ) from None
-        return PostgresKeyStore(dsn)  # type: ignore[no-any-return]
+            ) from error
+        try:
+            if schema is None:
+                return PostgresKeyStore(dsn)
+            return PostgresKeyStore(dsn, schema=schema)
+        except ValueError as error:
+            raise ConfigurationError(f"DSN: {error}", setting="DSN") from None
     path = os.fspath(db)  # type: ignore[arg-type]
     if not create and path != ":memory:" and not os.path.exists(path):
         raise ConfigurationError(
@@ -250,13 +310,52 @@ def authenticator_from_settings(
         for name, keyword in AUTHENTICATOR_SETTINGS.items()
         if name in settings
     }
+    options.update(
+        (keyword, parse_setting(name, settings[name]))
+        for name, keyword in SESSION_AUTH_SETTINGS.items()
+        if name in settings
+    )
+    verifier = session_verifier_from_settings(settings)
+    if verifier is not None:
+        options["session_verifier"] = verifier
     if store is None:
         store = store_from_settings(settings)
     try:
         return Authenticator(store, **options)
     except (TypeError, ValueError) as error:
         store.close()
+        if isinstance(error, ConfigurationError):
+            raise
         raise ConfigurationError(str(error)) from error
+
+
+def session_verifier_from_settings(settings: Mapping[str, Any]) -> Any:
+    """The :class:`~skaala_auth.session.StackAuthVerifier` of the ``SESSION_*`` settings, or
+    ``None`` when ``SESSION_PROJECT_ID`` is not set (dashboard sessions are then not read).
+
+    Raises:
+        ConfigurationError: another ``SESSION_*`` setting without ``SESSION_PROJECT_ID``, a
+            value of the wrong kind, or the ``session`` extra (PyJWT) not installed.
+
+    .. versionadded:: 0.1.0
+    """
+    given = {name: settings[name] for name in SESSION_SETTINGS if name in settings}
+    if not given:
+        return None
+    if "SESSION_PROJECT_ID" not in given:
+        raise ConfigurationError(
+            f"{min(given)} needs SESSION_PROJECT_ID (the Stack Auth project)",
+            setting="SESSION_PROJECT_ID",
+        )
+    try:
+        from .session import StackAuthVerifier
+    except ImportError as error:
+        raise ConfigurationError(
+            "SESSION_PROJECT_ID: dashboard sessions need PyJWT: pip install 'skaala-auth[session]'",
+            setting="SESSION_PROJECT_ID",
+        ) from error
+    options = {SESSION_SETTINGS[name]: parse_setting(name, value) for name, value in given.items()}
+    return StackAuthVerifier(**options)
 
 
 def check_names(settings: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
@@ -267,9 +366,11 @@ def check_names(settings: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> N
 
     .. versionadded:: 0.1.0
     """
-    unknown = set(settings) - set(AUTHENTICATOR_SETTINGS) - STORE_SETTINGS - set(ignore)
+    known_names = {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *SESSION_SETTINGS}
+    known_names |= set(SESSION_AUTH_SETTINGS)
+    unknown = set(settings) - known_names - set(ignore)
     if unknown:
-        known = ", ".join(sorted([*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS]))
+        known = ", ".join(sorted(known_names))
         raise ConfigurationError(
             f"unknown setting(s) {', '.join(sorted(unknown))}; known: {known}",
             setting=min(unknown),
@@ -287,7 +388,10 @@ def store_from_settings(settings: Mapping[str, Any]) -> KeyStore:
     """
     values = {name: parse_setting(name, settings[name]) for name in STORE_SETTINGS & set(settings)}
     return open_store(
-        db=values.get("DB"), dsn=values.get("DSN"), create=values.get("CREATE", False)
+        db=values.get("DB"),
+        dsn=values.get("DSN"),
+        create=values.get("CREATE", False),
+        schema=values.get("SCHEMA"),
     )
 
 

@@ -172,7 +172,40 @@ def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
     preflight = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
     if isinstance(preflight, str):  # tells a CORS preflight (skaala_auth.flow.is_preflight)
         pairs.append(("access-control-request-method", preflight))
+    carriers = _SESSION_CARRIERS
+    if any(key in environ for key, _ in carriers):
+        # A dashboard session may be present: its carriers, and what its CSRF check reads.
+        for key, name in (*carriers, *_CSRF_ITEMS):
+            value = environ.get(key)
+            if isinstance(value, str):
+                pairs.append((name, value))
     return pairs
+
+
+def read_session_header(name: str) -> None:
+    """Make :func:`environ_headers` carry the header ``name`` too (a session verifier
+    configured with another token header than ``x-stack-access-token`` calls this).
+
+    .. versionadded:: 0.1.0
+    """
+    global _SESSION_CARRIERS
+    item = ("HTTP_" + name.upper().replace("-", "_"), name.lower())
+    if item not in _SESSION_CARRIERS:
+        _SESSION_CARRIERS = (*_SESSION_CARRIERS, item)
+
+
+#: The environ keys that may carry a dashboard session (skaala_auth.sessionflow), as
+#: (environ key, header name).
+_SESSION_CARRIERS: tuple[tuple[str, str], ...] = (
+    ("HTTP_COOKIE", "cookie"),
+    ("HTTP_X_STACK_ACCESS_TOKEN", "x-stack-access-token"),
+)
+#: What the CSRF check of a cookie-authenticated unsafe request reads.
+_CSRF_ITEMS: Final = (
+    ("HTTP_ORIGIN", "origin"),
+    ("HTTP_REFERER", "referer"),
+    ("HTTP_HOST", "host"),
+)
 
 
 def check_query_string(query_string: str | bytes) -> None:

@@ -13,10 +13,17 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     │                                                          unknown, expired, revoked, test_key
     ├── InvalidSessionError         401  unauthorized         "Invalid session" — a refused
     │                                                          dashboard session (Stack Auth)
+    ├── MissingSessionError         401  unauthorized         "Missing session" (session-only
+    │                                                          endpoints)
     ├── ForbiddenError              403  forbidden
     │   ├── InsufficientScopeError                            "Insufficient scopes"
     │   ├── TeamMismatchError                                 key of another team
-    │   └── MembershipRevokedError                            key's user left the team
+    │   ├── MembershipRevokedError                            key's user left the team
+    │   ├── NotTeamMemberError                                session user not in the path's team
+    │   ├── RoleRequiredError                                 role not allowed (owner/admin only)
+    │   ├── SessionRequiredError                              an API key on a session-only endpoint
+    │   └── OriginRejectedError                               CSRF: a cookie-authenticated unsafe
+    │                                                          request from another origin
     ├── RateLimitedError            429  rate_limited
     └── ServiceUnavailableError     503  service_unavailable
         ├── StoreUnavailableError                             the key store failed or timed out
@@ -61,6 +68,11 @@ __all__ = [
     "KeyNotFoundError",
     "MembershipRevokedError",
     "MissingKeyError",
+    "MissingSessionError",
+    "NotTeamMemberError",
+    "OriginRejectedError",
+    "RoleRequiredError",
+    "SessionRequiredError",
     "NotAMemberError",
     "RateLimitedError",
     "RateLimiterUnavailableError",
@@ -117,6 +129,14 @@ class Reason(StrEnum):
     SESSION_MISMATCH = "session_mismatch"
     #: The JWKS could not be fetched: sessions fail closed (503).
     JWKS_UNAVAILABLE = "jwks_unavailable"
+    #: A session user who is not a member of the team in the path.
+    NOT_A_MEMBER = "not_a_member"
+    #: A role the endpoint does not allow (key management: owners and admins).
+    ROLE = "role"
+    #: An API key (or no session) on an endpoint that takes dashboard sessions only.
+    SESSION_REQUIRED = "session_required"
+    #: A cookie-authenticated unsafe request without an allowed ``Origin``/``Referer`` (CSRF).
+    ORIGIN = "origin"
 
 
 @functools.lru_cache(maxsize=128)
@@ -289,6 +309,21 @@ class InvalidSessionError(AuthError):
         return f'Bearer realm="{REALM}", error="invalid_token"'
 
 
+class MissingSessionError(AuthError):
+    """401: an endpoint that takes dashboard sessions only was called without one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code = 401
+    error = "unauthorized"
+    message = "Missing session: sign in to the dashboard"
+    reason = Reason.MISSING
+
+    def www_authenticate(self) -> str:
+        return f'Bearer realm="{REALM}"'
+
+
 class ForbiddenError(AuthError):
     """403: the caller is authenticated but may not do this.
 
@@ -339,6 +374,68 @@ class MembershipRevokedError(ForbiddenError):
 
     message = "User is not a member of this team"
     reason = Reason.MEMBERSHIP_REVOKED
+
+
+class NotTeamMemberError(ForbiddenError):
+    """403: the session's user is not a member of the team in the path.
+
+    .. versionadded:: 0.1.0
+    """
+
+    message = "You are not a member of this team: check the team id in the URL"
+    reason = Reason.NOT_A_MEMBER
+
+
+_ROLE_NAMES: Final = {"owner": "owners", "admin": "admins", "member": "members"}
+
+
+class RoleRequiredError(ForbiddenError):
+    """403: the caller's role in the team is not one the endpoint allows.
+
+    Args:
+        roles: the roles the endpoint allows (named in the message).
+
+    .. versionadded:: 0.1.0
+    """
+
+    message = "Your role in this team does not allow this"
+    reason = Reason.ROLE
+
+    def __init__(self, roles: Iterable[str] = ()) -> None:
+        order = [role for role in ("owner", "admin", "member") if role in set(roles)]
+        if order:
+            names = [
+                f"team {_ROLE_NAMES[role]}" if i == 0 else _ROLE_NAMES[role]
+                for i, role in enumerate(order)
+            ]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            self.message = f"Only {listed} can do this: ask one of them for a role change"
+
+
+class SessionRequiredError(ForbiddenError):
+    """403: an API key was presented to an endpoint that takes dashboard sessions only (key
+    management): whatever its scopes, a key cannot manage keys.
+
+    .. versionadded:: 0.1.0
+    """
+
+    message = (
+        "This endpoint takes dashboard session cookies, not API keys: sign in to the dashboard "
+        "(with cookies enabled) and send no API key"
+    )
+    reason = Reason.SESSION_REQUIRED
+
+
+class OriginRejectedError(ForbiddenError):
+    """403: a request authenticated by a session cookie, with an unsafe method (``POST``,
+    ``PUT``, ``PATCH``, ``DELETE``, …), came without an ``Origin`` (or ``Referer``) from the
+    allowed origins: a possible cross-site request forgery.
+
+    .. versionadded:: 0.1.0
+    """
+
+    message = "Cross-site request refused: this Origin is not allowed"
+    reason = Reason.ORIGIN
 
 
 class RateLimitedError(AuthError):

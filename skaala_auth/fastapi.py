@@ -22,6 +22,7 @@ operation's description instead, which OpenAPI 3.0 tools accept too.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 from typing import Annotated, Any, Final
 
 try:
@@ -38,7 +39,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
         "skaala_auth.fastapi needs FastAPI: pip install 'skaala-auth[fastapi]'"
     ) from error
 
-from .flow import Endpoint
+from .flow import Credentials, Endpoint
 from .models import Principal
 from .starlette import ApiKeyMiddleware, _guard, requires_scope
 
@@ -88,17 +89,29 @@ class RequireScopes:
     Args:
         scopes: the scopes the endpoint needs.
         team_param: the path parameter that carries the team id (``None``: no team check).
+        credentials: ``"any"`` (an API key, or else a dashboard session when the
+            authenticator verifies them), ``"api_key"`` or ``"session"`` (keys refused: 403).
+        roles: the caller's role in the team must be one of these (``"owner"``, ``"admin"``,
+            ``"member"``); ``None``: any role.
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, *scopes: str, team_param: str | None = "team_id") -> None:
+    def __init__(
+        self,
+        *scopes: str,
+        team_param: str | None = "team_id",
+        credentials: Credentials = "any",
+        roles: Collection[str] | None = None,
+    ) -> None:
         for scope in scopes:
             if not isinstance(scope, str):
                 raise TypeError("RequireScopes takes scope names: RequireScopes('read:x', ...)")
         self.scopes = tuple(scopes)
         self.team_param = team_param
-        self._endpoint = Endpoint(self.scopes, team_param)
+        self.credentials: Credentials = credentials
+        self.roles = None if roles is None else frozenset(roles)
+        self._endpoint = self._make(self.scopes)
         self._endpoints: dict[tuple[str, ...], Endpoint] = {}
         # FastAPI reads a dependency's parameters from its signature: this one declares the two
         # security schemes (documentation only) with this instance's scopes.
@@ -140,10 +153,13 @@ class RequireScopes:
         if endpoint is None:
             scopes = tuple(dict.fromkeys((*self.scopes, *declared)))
             if len(self._endpoints) < 256:  # a route declares a handful of scope sets
-                endpoint = self._endpoints[declared] = Endpoint(scopes, self.team_param)
+                endpoint = self._endpoints[declared] = self._make(scopes)
             else:
-                endpoint = Endpoint(scopes, self.team_param)
+                endpoint = self._make(scopes)
         return endpoint
+
+    def _make(self, scopes: tuple[str, ...]) -> Endpoint:
+        return Endpoint(scopes, self.team_param, credentials=self.credentials, roles=self.roles)
 
     def __repr__(self) -> str:
         return f"RequireScopes({', '.join(map(repr, self.scopes))})"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar, cast
 
 try:
@@ -38,7 +38,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from .authenticator import Authenticator
 from .config import RULE_SETTINGS, authenticator_from_settings, rules_from_settings
 from .errors import AuthError
-from .flow import Endpoint, RequestFacts
+from .flow import Credentials, Endpoint, RequestFacts
 from .rules import Rules
 from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
 
@@ -117,7 +117,12 @@ class _Globals:
         return super().__getattr__(name)  # type: ignore[misc]
 
 
-def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable[[T], T]:
+def requires_scope(
+    *scopes: str,
+    team_param: str | None = "team_id",
+    credentials: Credentials = "any",
+    roles: Collection[str] | None = None,
+) -> Callable[[T], T]:
     """Require a valid key with every one of ``scopes`` (AND) for a view, or for every view of a
     blueprint (``requires_scope("read:bookings")(blueprint)``).
 
@@ -127,9 +132,22 @@ def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable
     is answered 204 with no body; the view never runs for it. On success ``flask.g.principal``
     is the principal.
 
+    Args:
+        scopes: the scopes the view needs (AND).
+        team_param: the view argument that carries the team id (``None``: no team check).
+        credentials: ``"any"`` (an API key, or else a dashboard session when the
+            authenticator verifies them), ``"api_key"`` or ``"session"`` (keys refused: 403).
+        roles: the caller's role in the team must be one of these (``"owner"``, ``"admin"``,
+            ``"member"``); ``None``: any role.
+
     .. versionadded:: 0.1.0
     """
-    endpoint = Endpoint(tuple(scopes), team_param)
+    endpoint = Endpoint(
+        tuple(scopes),
+        team_param,
+        credentials=credentials,
+        roles=None if roles is None else frozenset(roles),
+    )
 
     def decorate(target: T) -> T:
         if isinstance(target, Flask | Blueprint):
@@ -169,9 +187,10 @@ def _check(endpoint: Endpoint, view_args: dict[str, Any] | None) -> ResponseRetu
             raise RuntimeError("@requires_scope needs the SkaalaAuth extension on this app")
     found = environ.get(PRINCIPAL_KEY)
     method = environ.get("REQUEST_METHOD")
-    if found is not None and (method == "GET" or method == "POST"):
-        # The middleware's principal against this view: for these methods the requirement
+    if found is not None and (method == "GET" or method == "POST") and found.method == "api_key":
+        # The middleware's key principal against this view: for these methods the requirement
         # reads only the view arguments (no preflight, no path), so no headers are gathered.
+        # (A session may be decided afresh for this view's team, from its cookies.)
         facts = RequestFacts(method, "", (), None, view_args or {})
     else:
         facts = RequestFacts.from_environ(environ, view_args or {})

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from .audit import AuditEvent, AuditHook, audit_logger
 from .credentials import HeadersLike, environ_headers, extract_key
@@ -34,14 +34,18 @@ from .errors import (
     AuthError,
     InvalidKeyError,
     MissingKeyError,
+    MissingSessionError,
     RateLimiterUnavailableError,
     Reason,
+    RoleRequiredError,
+    SessionRequiredError,
 )
 from .hashing import Hasher
 from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
-from .models import Principal
+from .models import Principal, Role
 from .outage import Outage
 from .rules import OPTIONAL, PUBLIC, UNBOUND_TEAM, Requirement, Rules
+from .sessionflow import FetchKeys, Membership, SessionFlow, normalize_origins
 
 if TYPE_CHECKING:
     from .cache import Entry, KeyCache
@@ -49,11 +53,14 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
 
 __all__ = [
+    "AFRESH",
     "ANSWER_PREFLIGHT",
+    "Credentials",
     "PREFLIGHT",
     "Endpoint",
     "Flow",
     "Load",
+    "Need",
     "Outcome",
     "PreflightAnswer",
     "RequestFacts",
@@ -80,6 +87,10 @@ class RequestFacts:
         query: the raw query string (checked for keys, which are refused there).
         path_params: the parameters the router resolved (``{"team_id": "team_1"}``); empty
             for a middleware, which runs before routing.
+        websocket: a WebSocket handshake (its method is ``GET``): a session cookie on one needs
+            an allowed ``Origin``, as an unsafe method does (cross-site WebSocket hijacking).
+        client: the client's address as the server saw it (ASGI ``client``, WSGI
+            ``REMOTE_ADDR``), or ``None``; never read from forwarded headers here.
 
     A plain slotted class, built once or twice per request: a frozen dataclass costs three
     times as much to build. Its ``repr`` never shows the headers (they carry the key).
@@ -87,7 +98,7 @@ class RequestFacts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("headers", "method", "path", "path_params", "query")
+    __slots__ = ("client", "headers", "method", "path", "path_params", "query", "websocket")
 
     def __init__(
         self,
@@ -96,12 +107,16 @@ class RequestFacts:
         headers: HeadersLike,
         query: str | bytes | None = None,
         path_params: Mapping[str, object] = _NO_PARAMS,
+        websocket: bool = False,
+        client: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.headers = headers
         self.query = query
         self.path_params = path_params
+        self.websocket = websocket
+        self.client = client
 
     def __repr__(self) -> str:
         return f"RequestFacts({self.method!r}, {self.path!r})"
@@ -125,6 +140,9 @@ class RequestFacts:
         facts.headers = scope["headers"]  # type: ignore[assignment]
         facts.query = scope.get("query_string")  # type: ignore[assignment]
         facts.path_params = _NO_PARAMS if path_params is None else path_params
+        facts.websocket = scope.get("type") == "websocket"
+        client = scope.get("client")
+        facts.client = client[0] if client else None  # type: ignore[index]
         return facts
 
     @classmethod
@@ -143,12 +161,14 @@ class RequestFacts:
         else:
             path = "/"
         query = environ.get("QUERY_STRING")
+        client = environ.get("REMOTE_ADDR")
         return cls(
             str(environ.get("REQUEST_METHOD", "GET")),
             path or "/",
             environ_headers(environ),
             query if isinstance(query, str) else None,
             _NO_PARAMS if path_params is None else path_params,
+            client=client if isinstance(client, str) and client else None,
         )
 
 
@@ -173,6 +193,14 @@ class Endpoint:
             switch the team check off silently.
         required: ``False`` for checks that let a request with no credentials through as
             anonymous (DRF's authentication class and permission composition).
+        credentials: what the handler accepts: ``"any"`` — an API key, or else a dashboard
+            session when the authenticator has a ``session_verifier`` (a request that carries
+            both is decided by its key) —, ``"api_key"`` or ``"session"`` (an API key is then
+            refused with 403, whatever its scopes: key management).
+        roles: the caller's role in the team must be one of these (``"owner"``, ``"admin"``,
+            ``"member"``); ``None``: any.
+        allowed_origins: origins allowed for cookie-authenticated unsafe requests to this
+            handler, beside the authenticator's ``allowed_origins`` and the request's own host.
 
     .. versionadded:: 0.1.0
     """
@@ -180,12 +208,27 @@ class Endpoint:
     scopes: tuple[str, ...] = ()
     team_param: str | None = "team_id"
     required: bool = True
+    credentials: Credentials = "any"
+    roles: frozenset[str] | None = None
+    allowed_origins: frozenset[str] = frozenset()
     #: Requirements already built, by team (a frozen dataclass costs ~0.5 µs to build, and an
     #: endpoint sees a handful of teams again and again).
     _bound: dict[str | None, Requirement] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _warned: ClassVar[set[tuple[str, str]]] = set()
+
+    def __post_init__(self) -> None:
+        if self.credentials not in ("any", "api_key", "session"):
+            raise ValueError(
+                f"credentials is 'any', 'api_key' or 'session', not {self.credentials!r}"
+            )
+        if self.roles is not None:
+            if isinstance(self.roles, str):
+                raise TypeError("roles is a collection of roles, not one string")
+            roles = frozenset(Role(role).value for role in self.roles)
+            object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "allowed_origins", normalize_origins(self.allowed_origins))
 
     def bind(self, facts: RequestFacts) -> Requirement:
         """This endpoint's requirement for one request: its scopes and the team in its path."""
@@ -201,7 +244,14 @@ class Endpoint:
         if found is None:
             if len(self._bound) >= 1024:
                 self._bound.clear()
-            found = Requirement(required=self.required, scopes=self.scopes, team_id=team)
+            found = Requirement(
+                required=self.required,
+                scopes=self.scopes,
+                team_id=team,
+                credentials=self.credentials,
+                roles=self.roles,
+                origins=self.allowed_origins,
+            )
             self._bound[team] = found
         return found
 
@@ -319,6 +369,9 @@ def is_preflight(facts: RequestFacts) -> bool:
 
 # -- who is calling: from a presented key to an outcome ------------------------------------------
 
+#: What a handler accepts (see :class:`Endpoint`).
+Credentials = Literal["any", "api_key", "session"]
+
 #: What :meth:`Flow.request`, :meth:`Flow.start` and :meth:`Flow.resume` return: the principal,
 #: the refusal to render, or ``None`` (no credentials where none are required: go on anonymous).
 Outcome = Principal | AuthError | None
@@ -333,6 +386,21 @@ for _refusal in (_MALFORMED, _UNKNOWN, _MISSING):
 del _refusal
 
 
+class _Afresh:
+    """The type of :data:`AFRESH`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "AFRESH"
+
+
+#: What :meth:`Flow.recheck` returns for a principal a middleware found that cannot stand for
+#: this handler without I/O: a dashboard session found for another team (or none) than the
+#: one in this handler's path. The driver then decides the request afresh.
+AFRESH: Final = _Afresh()
+
+
 class Load:
     """What the flow cannot do itself: one store look-up, for a digest the caches do not hold
     fresh. The plaintext key stops in the flow: a load carries digests and the display prefix.
@@ -344,11 +412,12 @@ class Load:
         key_prefix: the key's display prefix, for the audit log.
         scopes, team_id: what the request needs, for :meth:`Flow.resume`.
         now: the request's instant (the loaded entry is fresh for ``cache_ttl`` from it).
+        roles: the roles the handler allows (``None``: any), checked once the key is granted.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("digest", "key_prefix", "legacy", "now", "scopes", "stored", "team_id")
+    __slots__ = ("digest", "key_prefix", "legacy", "now", "roles", "scopes", "stored", "team_id")
 
     def __init__(
         self,
@@ -367,9 +436,14 @@ class Load:
         self.scopes = scopes
         self.team_id = team_id
         self.now = now
+        self.roles: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"Load({self.key_prefix!r})"
+
+
+#: The steps a driver performs for the flow: a key look-up, the session JWKS, a session's role.
+Need = Load | FetchKeys | Membership
 
 
 class Flow:
@@ -422,6 +496,8 @@ class Flow:
             "the rate limiter answers again",
         )
         self._audit = audit
+        #: The session half, when the authenticator verifies dashboard sessions.
+        self.sessions: SessionFlow | None = None
         # Whether outcomes are audited, and so whether a grant needs more than its principal;
         # refreshed at every poll (see refresh()).
         self.audit_success = self.audit_failure = True
@@ -439,31 +515,107 @@ class Flow:
 
     def request(
         self, facts: RequestFacts, need: Endpoint | Rules | None, now: float
-    ) -> Outcome | Load:
-        """Start deciding a request: what it needs, its credential, then :meth:`start`."""
+    ) -> Outcome | Need:
+        """Start deciding a request: what it needs, its credential, then :meth:`start` (or the
+        session half, for a request that presents no key)."""
         need_now = requirement(facts, need)
         if need_now.public:
             return self.settled(need_now, None)
-        return self.headers(
-            facts.headers, facts.query, need_now.scopes, need_now.team_id, need_now.required, now
-        )
+        if self.sessions is None and need_now.plain:
+            return self.headers(
+                facts.headers,
+                facts.query,
+                need_now.scopes,
+                need_now.team_id,
+                need_now.required,
+                now,
+            )
+        # A WebSocket handshake's method is unknown to the CSRF check: a cookie needs an Origin.
+        method = None if facts.websocket else facts.method
+        return self.either(facts.headers, facts.query, method, need_now, now)
+
+    def either(
+        self,
+        headers: HeadersLike,
+        query: str | bytes | None,
+        method: str | None,
+        need: Requirement,
+        now: float,
+    ) -> Outcome | Need:
+        """Decide by an API key, or else by a dashboard session: the key decides whenever one
+        is presented (a bad key is refused beside a good session); a handler that takes
+        sessions only refuses any key (403)."""
+        credentials = need.credentials
+        sessions = self.sessions
+        try:
+            if credentials == "session":
+                if extract_key(headers, query) is not None:
+                    return self.audited(SessionRequiredError())
+                outcome: Outcome | Load = None
+            else:
+                outcome = self.start(
+                    extract_key(headers, query),
+                    need.scopes,
+                    need.team_id,
+                    now,
+                    need.required and (sessions is None or credentials == "api_key"),
+                )
+        except AuthError as error:  # extract_key's 400s
+            return self.audited(error)
+        if outcome is None:
+            if sessions is not None and credentials != "api_key":
+                return sessions.start(headers, method, need, now)
+            if credentials == "session" and need.required:
+                return self.audited(MissingSessionError())
+            return None
+        roles = need.roles
+        if roles is not None:
+            if type(outcome) is Load:
+                outcome.roles = roles
+            elif isinstance(outcome, Principal):
+                return self._role_checked(outcome, roles)
+        return outcome
 
     def recheck(
         self, facts: RequestFacts, need: Endpoint | Rules | None, found: Principal
-    ) -> Principal | AuthError | None:
+    ) -> Principal | AuthError | _Afresh | None:
         """Decide a request whose principal a middleware already found: against what this
-        handler needs (a preflight is still answered), with no credential read."""
+        handler needs (a preflight is still answered), with no credential read. Returns
+        :data:`AFRESH` for a dashboard session found for another team than this handler's."""
         method = facts.method
         if type(need) is Endpoint and (method == "GET" or method == "POST"):
             need_now = need.bind(facts)  # what requirement() does for these: no preflight
             team_id, scopes = need_now.team_id, need_now.scopes
-            if (team_id is None or team_id == found.team_id) and (
-                not scopes or found.scopes.issuperset(scopes)
+            if (
+                need_now.plain
+                and (team_id is None or team_id == found.team_id)
+                and (not scopes or found.scopes.issuperset(scopes))
             ):
                 return found  # refusal(), inlined: the endpoint check of every request
         else:
             need_now = requirement(facts, need)
+        if need_now.public:
+            return self.settled(need_now, None)
+        if found.method == "session":
+            if need_now.credentials == "api_key":
+                return (
+                    self.audited(MissingKeyError(), principal=found) if need_now.required else None
+                )
+            if need_now.team_id is not None and need_now.team_id != found.team_id:
+                return AFRESH  # its role in this team is not known here
+        elif need_now.credentials == "session":
+            return self.audited(SessionRequiredError(), principal=found)
+        if need_now.roles is not None:
+            checked = self._role_checked(found, need_now.roles)
+            if checked is not found:
+                return checked
         return self.settled(need_now, found)
+
+    def _role_checked(self, principal: Principal, roles: frozenset[str]) -> Principal | AuthError:
+        """``principal``, or the 403 for a role the handler does not allow."""
+        if principal.role is not None and principal.role.value in roles:
+            return principal
+        return self.audited(RoleRequiredError(roles), principal=principal)
 
     def headers(
         self,
@@ -527,7 +679,10 @@ class Flow:
         the record found, or the refusal (unknown key: 401; store failure: 503)."""
         if isinstance(loaded, AuthError):
             return self.audited(loaded, load.key_prefix)
-        return self._decide(loaded, load.scopes, load.team_id, now)
+        outcome = self._decide(loaded, load.scopes, load.team_id, now)
+        if load.roles is not None and isinstance(outcome, Principal):
+            return self._role_checked(outcome, load.roles)
+        return outcome
 
     def settled(self, need: Requirement, found: Principal | None) -> Principal | AuthError | None:
         """The outcome that needs no credential read: a public request (or a preflight to

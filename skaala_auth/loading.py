@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from .cache import Entry, KeyCache
 from .decision import Grant
@@ -39,6 +40,8 @@ from .stores.base import KeyStore
 __all__ = ["KeyLoader"]
 
 log = logging.getLogger("skaala_auth")
+
+T = TypeVar("T")
 
 
 class KeyLoader:
@@ -81,6 +84,12 @@ class KeyLoader:
         self._poll_outage = Outage(
             log, "could not poll the key store for changes", "the key store answers polls again"
         )
+        self._job_outage = Outage(
+            log,
+            "a session look-up (a role in the store, or the JWKS) failed: sessions that need "
+            "one are refused (503)",
+            "session look-ups answer again",
+        )
 
     # -- loads ---------------------------------------------------------------------------------
 
@@ -104,6 +113,34 @@ class KeyLoader:
             return _unavailable(error)
         except AuthError as error:
             return error
+
+    def run(self, job: Callable[[], T], waited: float = 0.0) -> T | AuthError:
+        """Run ``job`` (a session's JWKS fetch or role look-up) in a worker thread, waiting at
+        most what is left of ``timeout``. Never raises: a job that raised or did not answer in
+        time is a :class:`~skaala_auth.StoreUnavailableError` (503), logged once per outage."""
+        with self._lock:
+            future = self._executor().submit(job)
+        try:
+            result = future.result(max(self.timeout - waited, 0.0))
+        except Exception as error:  # TimeoutError, or whatever the job raised
+            return self._job_failed(error)
+        self._job_outage.succeeded()
+        return result
+
+    async def run_async(self, job: Callable[[], T], waited: float = 0.0) -> T | AuthError:
+        """:meth:`run` for async callers: the event loop never waits on the job."""
+        with self._lock:
+            future = asyncio.wrap_future(self._executor().submit(job))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), max(self.timeout - waited, 0.0))
+        except Exception as error:
+            return self._job_failed(error)
+        self._job_outage.succeeded()
+        return result
+
+    def _job_failed(self, error: Exception) -> AuthError:
+        self._job_outage.failed(error)
+        return _unavailable(error)
 
     def in_flight(self) -> int:
         """Loads running now."""

@@ -122,6 +122,13 @@ class Requirement:
         required: a valid key is needed; without one, 401.
         scopes: every one of these must be granted.
         team_id: the team in the path (from the rule's ``{team_id}`` segment), if any.
+        credentials: what the handler accepts: ``"any"`` (an API key, or else a dashboard
+            session when the authenticator verifies them), ``"api_key"`` or ``"session"``.
+        roles: the caller's role in the team must be one of these (``None``: any role).
+        origins: origins allowed for cookie-authenticated unsafe requests, beside the
+            authenticator's own (see :class:`~skaala_auth.flow.Endpoint`).
+        plain: no credential kind or role condition: what most requirements are (computed;
+            the endpoint re-check of a found principal has a fast path for them).
 
     .. versionadded:: 0.1.0
     """
@@ -130,6 +137,13 @@ class Requirement:
     required: bool = False
     scopes: tuple[str, ...] = ()
     team_id: str | None = None
+    credentials: Literal["any", "api_key", "session"] = "any"
+    roles: frozenset[str] | None = None
+    origins: frozenset[str] = frozenset()
+    plain: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain", self.credentials == "any" and self.roles is None)
 
 
 PUBLIC: Final = Requirement(public=True)

@@ -41,15 +41,16 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 try:
     import jwt
@@ -60,6 +61,7 @@ except ImportError as error:  # pragma: no cover - the core-only CI job has neit
     ) from error
 
 from .__about__ import __version__
+from .credentials import read_session_header
 from .errors import (
     AuthError,
     ConfigurationError,
@@ -68,6 +70,7 @@ from .errors import (
     JwksUnavailableError,
     Reason,
 )
+from .sessionflow import CarriedToken, NeedKeys, SessionClaims
 
 if TYPE_CHECKING:
     from .credentials import HeadersLike
@@ -106,71 +109,6 @@ _PYJWT_OPTIONS: Final[Any] = {
     "verify_iss": False,
     "require": [],
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClaims:
-    """What a verified session token says, and nothing that could replay it (never the token).
-
-    Attributes:
-        user_id: the Stack Auth user (``sub``).
-        expires_at: when the token stops being accepted, leeway excluded (``exp``, epoch
-            seconds). A principal built from it must not outlive ``expires_at + leeway``.
-        issued_at: ``iat`` (epoch seconds), when the token carries it.
-        session_id: Stack Auth's ``refresh_token_id``: which sign-in the token belongs to (an
-            identifier, not a secret), for the audit log.
-        anonymous: an anonymous Stack Auth user (only with ``allow_anonymous=True``).
-        restricted: a restricted Stack Auth user, e.g. an unverified e-mail address (only with
-            ``allow_restricted=True`` or ``allow_anonymous=True``).
-        key_id: the ``kid`` of the JWKS key that signed it, for the audit log.
-
-    .. versionadded:: 0.1.0
-    """
-
-    user_id: str
-    expires_at: float
-    issued_at: float | None = None
-    session_id: str | None = None
-    anonymous: bool = False
-    restricted: bool = False
-    key_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CarriedToken:
-    """A session token as a request carries it (not yet verified), and where it was found.
-
-    Attributes:
-        token: the access token (kept out of ``repr``).
-        carrier: ``"access_token_cookie"``, ``"sdk_cookie"`` or ``"header"``.
-
-    .. versionadded:: 0.1.0
-    """
-
-    token: str = field(repr=False)
-    carrier: Literal["access_token_cookie", "sdk_cookie", "header"]
-
-    @property
-    def by_cookie(self) -> bool:
-        """True for the cookies: the browser sends them by itself, so an unsafe request
-        authenticated by one needs the CSRF (``Origin``) check."""
-        return self.carrier != "header"
-
-
-@dataclass(frozen=True, slots=True)
-class NeedKeys:
-    """What :meth:`StackAuthVerifier.decode` cannot do itself: the JWKS must be fetched (no keys
-    yet, a ``kid`` it does not know while a refetch is allowed, or keys older than
-    ``jwks_max_age``). Perform :meth:`StackAuthVerifier.fetch_keys`, then decode again with
-    ``fetched=True``. Carries no token.
-
-    Attributes:
-        key_id: the token's ``kid``.
-
-    .. versionadded:: 0.1.0
-    """
-
-    key_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +233,7 @@ class StackAuthVerifier:
         self.header = header.lower()
         self._header_bytes = self.header.encode("ascii")
         self._environ_key = "HTTP_" + self.header.upper().replace("-", "_")
+        read_session_header(self.header)  # WSGI and Django facts carry it from now on
         self._cookie_names = frozenset(
             {self.access_token_cookie, self.sdk_cookie, self.refresh_cookie}
         )
@@ -693,7 +632,7 @@ def _cookies(headers: list[str], names: frozenset[str]) -> dict[str, list[str]]:
     """
     found: dict[str, list[str]] = {}
     for header in headers:
-        for part in header.split(";"):
+        for part in _pairs(header):
             name, separator, value = part.partition("=")
             if not separator:
                 continue
@@ -705,6 +644,31 @@ def _cookies(headers: list[str], names: frozenset[str]) -> dict[str, list[str]]:
                 value = value[1:-1]
             found.setdefault(name, []).append(value)
     return found
+
+
+def _pairs(header: str) -> list[str]:
+    """The ``name=value`` pairs of a ``Cookie`` header: split at ``;``, and at a ``,`` that
+    starts another pair. Django's ASGI handler joins repeated headers with a comma (HTTP/2
+    sends one ``Cookie`` header per cookie), so ``a=1,stack-access-token=…`` is two cookies;
+    the SDK's raw ``["…","…"]`` keeps its comma (what follows it is no cookie name)."""
+    if "," not in header:
+        return header.split(";")
+    pairs: list[str] = []
+    for part in header.split(";"):
+        pieces = part.split(",")
+        pairs.append(pieces[0])
+        for piece in pieces[1:]:
+            if not piece.strip(_WHITESPACE):
+                continue  # an empty header joined on (Django's test client sends one)
+            if _COOKIE_NAME.match(piece):
+                pairs.append(piece)
+            else:
+                pairs[-1] += "," + piece
+    return pairs
+
+
+#: A piece after a comma that starts a cookie pair: a token (RFC 9110) then ``=``.
+_COOKIE_NAME: Final = re.compile(r"[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+=")
 
 
 def _one(values: list[str] | None, repeated: str) -> str | None:

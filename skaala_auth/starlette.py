@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 try:
@@ -36,7 +36,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
 
 from .authenticator import Authenticator
 from .errors import AuthError, MissingKeyError
-from .flow import Endpoint, PreflightAnswer, RequestFacts
+from .flow import Credentials, Endpoint, PreflightAnswer, RequestFacts
 from .models import Principal
 from .rules import Rules
 
@@ -242,23 +242,26 @@ async def _guard(scope: Scope, endpoint: Endpoint) -> Principal:
     auth = _credentials(scope)
     facts = RequestFacts.from_asgi(scope, scope.get("path_params"))
     authenticator = auth.middleware.authenticator
-    if auth.principal is not None:  # no credential to read, no I/O: no coroutine needed
-        return _granted(scope, auth, authenticator.decide(facts, endpoint, found=auth.principal))
-    return _granted(scope, auth, await authenticator.decide_async(facts, endpoint))
+    found = auth.principal
+    if found is not None and found.method == "api_key":  # no credential to read, no I/O
+        return _granted(scope, auth, authenticator.decide(facts, endpoint, found=found))
+    # A session found by the middleware may need its role in this route's team: awaited.
+    return _granted(scope, auth, await authenticator.decide_async(facts, endpoint, found=found))
 
 
 def _guard_found(scope: Scope, endpoint: Endpoint) -> Principal | None:
     """:func:`_guard` without a coroutine, for the common case: the middleware found a
     principal. ``None`` when it found none (then await :func:`_guard`)."""
     auth = _credentials(scope)
-    if auth.principal is None:
-        return None
+    found = auth.principal
+    if found is None or found.method != "api_key":
+        return None  # a session may need I/O (its role in this route's team): see _guard
     # An endpoint's requirement reads the method, the headers (a preflight) and the router's
     # path parameters, never the path: these facts skip from_asgi's path work.
     facts = RequestFacts(
         scope.get("method", "GET"), "", scope["headers"], None, scope.get("path_params") or {}
     )
-    outcome = auth.middleware.authenticator.decide(facts, endpoint, found=auth.principal)
+    outcome = auth.middleware.authenticator.decide(facts, endpoint, found=found)
     return _granted(scope, auth, outcome)
 
 
@@ -323,7 +326,10 @@ def _is_async(func: object) -> bool:
 
 
 def requires_scope(
-    *scopes: str, team_param: str | None = "team_id"
+    *scopes: str,
+    team_param: str | None = "team_id",
+    credentials: Credentials = "any",
+    roles: Collection[str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Protect an endpoint: the request needs a valid key with every one of ``scopes`` (AND),
     and, when the route has a ``team_param`` path parameter, a key of that team.
@@ -336,13 +342,22 @@ def requires_scope(
     Args:
         scopes: the scopes the endpoint needs.
         team_param: the path parameter that carries the team id (``None``: no team check).
+        credentials: ``"any"`` (an API key, or else a dashboard session when the
+            authenticator verifies them), ``"api_key"`` or ``"session"`` (keys refused: 403).
+        roles: the caller's role in the team must be one of these (``"owner"``, ``"admin"``,
+            ``"member"``); ``None``: any role.
 
     .. versionadded:: 0.1.0
     """
     for scope in scopes:
         if not isinstance(scope, str):
             raise TypeError("requires_scope takes scope names: requires_scope('read:x', ...)")
-    endpoint = Endpoint(tuple(scopes), team_param)
+    endpoint = Endpoint(
+        tuple(scopes),
+        team_param,
+        credentials=credentials,
+        roles=None if roles is None else frozenset(roles),
+    )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if _is_async(func):

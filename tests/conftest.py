@@ -5,9 +5,12 @@ Only core imports here: ``tests/core`` must run with no web framework installed.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +41,58 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+#: The PostgreSQL server the tests that need one use (see DESIGN.md, "Services in tests").
+POSTGRES_DSN = os.environ.get(
+    "SKAALA_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's DSN, once it has answered. Without a server (or without psycopg) the
+    tests that need it skip, saying why; under ``CI=true`` they fail instead, so a broken CI
+    service cannot pass as a green run."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401 - the store needs it too
+
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as error:
+        reason = f"no PostgreSQL at SKAALA_TEST_POSTGRES_DSN ({POSTGRES_DSN}): {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI runs a PostgreSQL service: this must not skip)")
+        pytest.skip(reason)
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A schema of this test's own (the store creates it), dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"skaala_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def postgres_store(postgres_dsn: str, postgres_schema: str) -> Iterator[Any]:
+    """A :class:`~skaala_auth.stores.postgres.PostgresKeyStore` on a schema of its own."""
+    from skaala_auth.stores.postgres import PostgresKeyStore
+
+    store = PostgresKeyStore(postgres_dsn, schema=postgres_schema, timeout=10.0)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryKeyStore]:
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_store")
+        return
     store = MemoryKeyStore() if request.param == "memory" else SQLiteKeyStore(tmp_path / "k.db")
     yield store  # type: ignore[misc]
     store.close()

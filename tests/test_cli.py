@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import socket
 import sqlite3
 import stat
@@ -328,16 +327,13 @@ def test_if_no_db_is_given_then_the_current_directory(
     assert status == 0 and json.loads(out)["database"] == str(tmp_path / "skaala_auth.db")
 
 
-def test_if_a_dsn_is_given_without_the_postgres_store_then_a_clear_error(
-    capsys: pytest.CaptureFixture[str],
+def test_if_a_schema_is_given_without_a_dsn_then_a_clear_error(
+    capsys: pytest.CaptureFixture[str], db: Path
 ) -> None:
-    if os.path.exists(Path(__file__).parent.parent / "skaala_auth" / "stores" / "postgres.py"):
-        pytest.skip("the PostgreSQL store exists: tested with it")
     status, _, err = cli(
-        capsys, "--dsn", "postgresql://127.0.0.1/test", "keys", "list", "--team", "t"
+        capsys, "--db", str(db), "--schema", "keys", "members", "list", "--team", "t"
     )
-    assert status == 1 and "the PostgreSQL store is not available yet" in err
-    assert "pip install" not in err
+    assert status == 1 and "--schema names a PostgreSQL schema: use it with --dsn" in err
 
 
 @shows_key

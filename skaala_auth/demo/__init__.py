@@ -4,7 +4,7 @@ On first start it creates a team, its owner and a key, prints the key (once) and
 ``curl`` commands, then serves the API with uvicorn on 127.0.0.1:8000. Keys, bookings and
 contacts live in one SQLite file (``./skaala_auth.db`` by default), so the CLI manages the
 demo's keys while it runs: a key revoked with ``skaala-auth keys revoke`` is refused within a
-second.
+second. With ``--dsn`` the keys live in PostgreSQL instead (and the bookings in memory).
 
 Use it in your own tests with :func:`create_app` and :func:`seed`.
 
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Final, TextIO
 from urllib.parse import unquote
 
+from ..config import open_store
 from ..manager import KeyManager
+from ..stores.base import KeyStore
 from ..stores.sqlite import SQLiteKeyStore
 from .app import DEMO_SCOPES, DEMO_TEAM, DEMO_USER, create_app, seed
 
@@ -108,7 +110,15 @@ def cli_command(argv0: str | None = None) -> str:
     return f"{shlex.quote(sys.executable)} -m skaala_auth"
 
 
-def banner(db_path: Path, url: str, key: str | None, *, command: str = "skaala-auth") -> str:
+def banner(
+    db_path: Path,
+    url: str,
+    key: str | None,
+    *,
+    command: str = "skaala-auth",
+    dsn: str | None = None,
+    schema: str | None = None,
+) -> str:
     """What the demo prints at start: where it runs and, on first start, the key and commands.
 
     Args:
@@ -116,13 +126,27 @@ def banner(db_path: Path, url: str, key: str | None, *, command: str = "skaala-a
         url: where it listens.
         key: the key made on first start, or ``None``.
         command: how to run the CLI from another terminal (see :func:`cli_command`).
+        dsn: the PostgreSQL database of the keys, when they are kept there (the bookings are
+            then kept in memory). A DSN with a password is not printed: the commands say
+            ``--dsn "$SKAALA_AUTH_DSN"`` instead.
+        schema: the PostgreSQL schema of the keys, if not the default.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``dsn`` and ``schema``.
     """
-    manage = f"{command} --db {shlex.quote(str(db_path))}"
+    if dsn is None:
+        manage = f"{command} --db {shlex.quote(str(db_path))}"
+        where = str(db_path)
+    else:
+        shown = '"$SKAALA_AUTH_DSN"' if _has_password(dsn) else shlex.quote(dsn)
+        manage = f"{command} --dsn {shown}"
+        if schema is not None:
+            manage += f" --schema {shlex.quote(schema)}"
+        where = f"PostgreSQL {shown}, schema {schema or 'skaala_auth'} (bookings in memory)"
     lines = [
         "skaala_auth demo: a bookings API protected by API keys",
-        f"  database:  {db_path}",
+        f"  database:  {where}",
         f"  listening: {url}  (Ctrl-C to stop)",
         "",
     ]
@@ -172,6 +196,15 @@ def banner(db_path: Path, url: str, key: str | None, *, command: str = "skaala-a
     )
 
 
+def _has_password(dsn: str) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return bool(conninfo_to_dict(dsn).get("password"))
+    except Exception:  # not parsable: treat it as secret
+        return True
+
+
 def _url(host: str, port: int) -> str:
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only to print a URL that works
         host = "127.0.0.1"
@@ -197,30 +230,38 @@ def run(
     port: int = 8000,
     pepper: str | bytes | None = None,
     out: TextIO | None = None,
+    dsn: str | None = None,
+    schema: str | None = None,
 ) -> None:
     """Seed the database on first start, print the banner and serve the demo until Ctrl-C.
 
+    With ``dsn``, the keys are kept in that PostgreSQL database (in ``schema``) and the bookings
+    in memory; ``db_path`` is not used.
+
     Raises:
-        ImportError: uvicorn is not installed (the ``demo`` extra).
+        ImportError: uvicorn is not installed (the ``demo`` extra), or psycopg (``dsn``).
         OSError: the port is taken.
+        ConfigurationError: ``dsn`` is not a valid connection string.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``dsn`` and ``schema``.
     """
     try:
         import uvicorn
     except ImportError as error:
         raise ImportError("the demo needs uvicorn: pip install 'skaala-auth[demo]'") from error
-    path = Path(db_path).resolve()
+    path = Path(db_path).resolve() if dsn is None else Path(":memory:")
     _check_port(host, port)
-    store = SQLiteKeyStore(path)
+    store: KeyStore = SQLiteKeyStore(path) if dsn is None else open_store(dsn=dsn, schema=schema)
     try:
         key = seed(KeyManager(store, pepper=pepper))
     finally:
         store.close()
-    app = create_app(path, pepper=pepper)
+    app = create_app(path, pepper=pepper, dsn=dsn, schema=schema)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")
     logging.getLogger("uvicorn.access").addFilter(RedactKeys())
     stream = out if out is not None else sys.stdout
-    stream.write(banner(path, _url(host, port), key, command=cli_command()))
+    stream.write(banner(path, _url(host, port), key, command=cli_command(), dsn=dsn, schema=schema))
     stream.flush()
     uvicorn.Server(config).run()

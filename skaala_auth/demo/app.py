@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
     raise ImportError("the demo needs Starlette: pip install 'skaala-auth[demo]'") from error
 
 from ..authenticator import Authenticator
+from ..config import open_store
 from ..manager import KeyManager
 from ..models import Principal
 from ..rules import Rules
@@ -76,20 +77,28 @@ def create_app(
     *,
     authenticator: Authenticator | None = None,
     pepper: str | bytes | None = None,
+    dsn: str | None = None,
+    schema: str | None = None,
 ) -> Starlette:
-    """The demo API on the SQLite file ``db_path`` (keys and bookings in the same file).
+    """The demo API on the SQLite file ``db_path`` (keys and bookings in the same file), or
+    with its keys in PostgreSQL (``dsn``) and its bookings in ``db_path``.
 
     Args:
-        db_path: the database.
+        db_path: the database (``":memory:"``: bookings kept in memory).
         authenticator: use this one (its owner closes it) instead of opening the key store
-            in ``db_path``.
+            in ``db_path`` or ``dsn``.
         pepper: the server-side pepper the keys were created with, if any.
+        dsn: keep the keys in this PostgreSQL database instead.
+        schema: the PostgreSQL schema of the keys (default ``skaala_auth``).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``dsn`` and ``schema``.
     """
     owned = authenticator is None
     if authenticator is None:
-        authenticator = Authenticator(SQLiteKeyStore(db_path), pepper=pepper)
+        keys = SQLiteKeyStore(db_path) if dsn is None else open_store(dsn=dsn, schema=schema)
+        authenticator = Authenticator(keys, pepper=pepper)
     store = authenticator.store
     data = BookingStore(db_path)
 

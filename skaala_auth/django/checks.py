@@ -53,6 +53,8 @@ from ..authenticator import Authenticator
 from ..config import (
     AUTHENTICATOR_SETTINGS,
     RULE_SETTINGS,
+    SESSION_AUTH_SETTINGS,
+    SESSION_SETTINGS,
     STORE_SETTINGS,
     ConfigurationError,
     parse_setting,
@@ -80,8 +82,9 @@ FOREIGN_MIDDLEWARE: Final = frozenset(
     }
 )
 CSRF_MIDDLEWARE: Final = "django.middleware.csrf.CsrfViewMiddleware"
+_SESSION: Final = frozenset({*SESSION_SETTINGS, *SESSION_AUTH_SETTINGS})
 _KNOWN: Final = frozenset(
-    {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, *DJANGO_SETTINGS}
+    {*AUTHENTICATOR_SETTINGS, *STORE_SETTINGS, *RULE_SETTINGS, *_SESSION, *DJANGO_SETTINGS}
 )
 _AUTHENTICATOR: Final = "AUTHENTICATOR"
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
@@ -116,7 +119,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             )
         )
     values: dict[str, Any] = {}
-    for name in sorted(set(options) & (set(AUTHENTICATOR_SETTINGS) | STORE_SETTINGS)):
+    for name in sorted(set(options) & (set(AUTHENTICATOR_SETTINGS) | STORE_SETTINGS | _SESSION)):
         try:
             values[name] = parse_setting(name, options[name])
         except ConfigurationError as error:

@@ -7,14 +7,14 @@ for class-based views. Both work with and without the middleware, for sync and a
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from ..errors import AuthError
-from ..flow import Endpoint
+from ..flow import Credentials, Endpoint
 from .middleware import decide, decide_async, error_response
 
 __all__ = ["ScopeRequiredMixin", "requires_scope"]
@@ -22,7 +22,12 @@ __all__ = ["ScopeRequiredMixin", "requires_scope"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable[[F], F]:
+def requires_scope(
+    *scopes: str,
+    team_param: str | None = "team_id",
+    credentials: Credentials = "any",
+    roles: Collection[str] | None = None,
+) -> Callable[[F], F]:
     """Require a valid key with every one of ``scopes`` (AND) for a function view.
 
     The team is the view's ``team_param`` URL keyword argument, when the route has one: it must
@@ -31,9 +36,22 @@ def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable
     is answered 204 with no body; the view never runs for it. On success ``request.principal``
     is the principal.
 
+    Args:
+        scopes: the scopes the view needs (AND).
+        team_param: the view argument that carries the team id (``None``: no team check).
+        credentials: ``"any"`` (an API key, or else a dashboard session when the
+            authenticator verifies them), ``"api_key"`` or ``"session"`` (keys refused: 403).
+        roles: the caller's role in the team must be one of these (``"owner"``, ``"admin"``,
+            ``"member"``); ``None``: any role.
+
     .. versionadded:: 0.1.0
     """
-    endpoint = Endpoint(tuple(scopes), team_param)
+    endpoint = Endpoint(
+        tuple(scopes),
+        team_param,
+        credentials=credentials,
+        roles=None if roles is None else frozenset(roles),
+    )
 
     def decorate(view: F) -> F:
         if iscoroutinefunction(view):
@@ -56,9 +74,9 @@ def requires_scope(*scopes: str, team_param: str | None = "team_id") -> Callable
                 return error_response(outcome)
             return view(request, *args, **kwargs)
 
-        # Only a valid API key reaches the view, and a key is no ambient credential: Django's
-        # CSRF check (which runs before the view, so before this decorator) has nothing to
-        # protect, and would answer a key-authenticated POST with its HTML 403.
+        # Django's CSRF check (which runs before the view, so before this decorator) would
+        # answer a key-authenticated POST with its HTML 403, and a key is no ambient
+        # credential; a session cookie is, and the core checks its Origin itself (403 JSON).
         sync_view.csrf_exempt = True  # type: ignore[attr-defined]
         # What the system check (skaala_auth.E010) compares with the registered scopes.
         sync_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
@@ -84,10 +102,19 @@ class ScopeRequiredMixin:
     required_scopes: Sequence[str] = ()
     #: The URL keyword argument that carries the team id (``None``: no team check).
     team_param: str | None = "team_id"
+    #: ``"any"``, ``"api_key"`` or ``"session"`` (see :func:`requires_scope`).
+    credentials: Credentials = "any"
+    #: The roles allowed (``None``: any).
+    roles: Collection[str] | None = None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         dispatch = super().dispatch  # type: ignore[misc]
-        endpoint = Endpoint(tuple(self.required_scopes), self.team_param)
+        endpoint = Endpoint(
+            tuple(self.required_scopes),
+            self.team_param,
+            credentials=self.credentials,
+            roles=None if self.roles is None else frozenset(self.roles),
+        )
         if getattr(self, "view_is_async", False):
 
             async def checked() -> Any:

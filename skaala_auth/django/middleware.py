@@ -42,12 +42,14 @@ def facts_of(request: HttpRequest, path_params: Mapping[str, object] | None = No
     meta = request.META
     query = meta.get("QUERY_STRING")
     # path_info, not PATH_INFO: Django decoded it already, and strips SCRIPT_NAME under ASGI.
+    client = meta.get("REMOTE_ADDR")
     return RequestFacts(
         request.method or "GET",
         request.path_info,
         environ_headers(meta),
         query if isinstance(query, str) else None,
         {} if path_params is None else path_params,
+        client=client if isinstance(client, str) and client else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Keep API keys out of Django's error reports: the ``DEBUG`` page and the ``ADMINS`` e-mails.
+"""Keep API keys and dashboard session tokens out of Django's error reports: the ``DEBUG``
+page and the ``ADMINS`` e-mails.
 
 Django cleanses ``request.META`` by name — ``HTTP_AUTHORIZATION`` matches ``AUTH`` and
 ``HTTP_X_API_KEY`` matches ``API`` and ``KEY`` in ``SafeExceptionReporterFilter.hidden_settings``
@@ -20,6 +21,7 @@ filter's answer.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from django.views.debug import SafeExceptionReporterFilter, get_default_exception_reporter_filter
@@ -31,17 +33,26 @@ __all__ = ["KeyCleansingFilter", "protect_report"]
 _SUBSTITUTE: Final = SafeExceptionReporterFilter.cleansed_substitute
 
 
+#: A dashboard session's access token as it travels: a JWS whose header starts ``{"`` (base64url
+#: ``eyJ``), raw or inside the SDK's URL-encoded cookie.
+_SESSION_TOKEN: Final = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.")
+
+
+def _secret(text: str) -> bool:
+    return looks_like_key(text) or _SESSION_TOKEN.search(text) is not None
+
+
 def _shows_key(value: object) -> bool:
-    """Whether a value, as an error report prints it, gives a key away."""
+    """Whether a value, as an error report prints it, gives a key (or a session token) away."""
     if isinstance(value, str):
-        return looks_like_key(value)
+        return _secret(value)
     if isinstance(value, bytes | bytearray):
-        return looks_like_key(bytes(value).decode("latin-1"))
+        return _secret(bytes(value).decode("latin-1"))
     try:
         text = repr(value)  # what the report's pprint shows, for containers and objects alike
     except Exception:  # the report shows its own placeholder for an unprintable value
         return False
-    return looks_like_key(text)
+    return _secret(text)
 
 
 class KeyCleansingFilter:
@@ -82,6 +93,19 @@ class KeyCleansingFilter:
         return {
             name: substitute if _shows_key(value) else value
             for name, value in inner.get_safe_request_meta(request).items()
+        }
+
+    def get_safe_cookies(self, request: Any) -> dict[str, Any]:
+        """The cookies, with the dashboard session's (``stack-access``, ``stack-refresh-…``:
+        names Django's filter does not match) and any value holding a secret cleansed."""
+        inner = self.inner
+        substitute = getattr(inner, "cleansed_substitute", _SUBSTITUTE)
+        get_safe_cookies = getattr(inner, "get_safe_cookies", None)
+        if get_safe_cookies is None:  # a filter from before Django 4.2
+            return {}
+        return {
+            name: substitute if name.startswith("stack-") or _shows_key(value) else value
+            for name, value in get_safe_cookies(request).items()
         }
 
 

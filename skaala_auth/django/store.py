@@ -498,6 +498,13 @@ class DjangoKeyStore:
             self._own = {seq for seq in own if seq > through}
         return own
 
+    def migrate(self) -> None:
+        """Create or upgrade the store's tables on its database (what ``manage.py migrate
+        skaala_auth`` does; ``manage.py skaala_auth init`` calls it)."""
+        from django.core.management import call_command
+
+        call_command("migrate", "skaala_auth", database=self.alias, verbosity=0)
+
     def close(self) -> None:
         with _stores_lock:
             _stores.discard(self)

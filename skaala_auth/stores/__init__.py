@@ -1,6 +1,6 @@
 """Key stores: the protocol and the built-in implementations.
 
-``PostgresKeyStore`` (for services on many machines) will live in ``skaala_auth.stores.postgres``
+``PostgresKeyStore`` (for services on many machines) lives in ``skaala_auth.stores.postgres``
 and is imported from there, so that psycopg stays an optional dependency.
 """
 

@@ -99,7 +99,8 @@ class _Strong:
 class KeyStore(Protocol):
     """**Protocol:** where keys and team memberships live.
 
-    Implementations: :class:`~skaala_auth.MemoryKeyStore`, :class:`~skaala_auth.SQLiteKeyStore`.
+    Implementations: :class:`~skaala_auth.MemoryKeyStore`, :class:`~skaala_auth.SQLiteKeyStore`,
+    :class:`~skaala_auth.stores.postgres.PostgresKeyStore`.
     Methods are synchronous and thread-safe; async callers run them in a worker thread (a store
     may offer native ``find_key_async`` later). Any exception a store raises is treated by the
     authenticator as "store unavailable" (503), so a store need not wrap its driver's errors.

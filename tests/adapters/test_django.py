@@ -391,7 +391,7 @@ class TestMoreSettings:
         else:  # pragma: no cover - depends on the installed extras
             pytest.skip("PostgreSQL support is installed")
         with override_settings(SKAALA_AUTH={"DSN": "postgresql://localhost/x"}):
-            with pytest.raises(ImproperlyConfigured, match="PostgreSQL store is not available yet"):
+            with pytest.raises(ImproperlyConfigured, match="needs psycopg"):
                 get_authenticator()
 
     def test_if_the_setting_is_not_a_dict_then_improperly_configured(self) -> None:

@@ -422,3 +422,33 @@ def test_technical_500_response_renders_with_the_filter(auth: Authenticator, key
         except BoomError as error:
             page = technical_500_response(request, type(error), error, error.__traceback__)
     assert pieces(page.content.decode(), key) == []
+
+
+class TestSessionTokens:
+    """A dashboard session's tokens stay off the page too: Django's filter hides the
+    ``stack-access-token`` cookie by name (``TOKEN``), not the SDK's ``stack-access`` and
+    ``stack-refresh-…`` cookies, nor a frame variable that holds the token."""
+
+    @pytest.mark.parametrize("path", ["/plain", "/teams/team_1/decorated"])
+    def test_if_a_view_raises_for_a_session_then_the_page_shows_no_token(
+        self, store: FlakyStore, clock: Any, manager: KeyManager, path: str
+    ) -> None:
+        import urllib.parse
+
+        from skaala_auth.testing import SessionKit
+
+        kit = SessionKit(project_id="p", clock=clock)
+        manager.add_member(team_id="team_1", user_id="owner_1", role="owner")
+        token = kit.mint("owner_1")
+        refresh = "refresh-secret-0123456789abcdef"
+        sdk = urllib.parse.quote(f'["{refresh}","{token}"]')
+        cookies = f"stack-access={sdk}; stack-refresh-p={refresh}"
+        with Authenticator(store, clock=clock, session_verifier=kit.verifier()) as auth:
+            with project(auth):
+                reply = Client(raise_request_exception=False).get(path, headers={"Cookie": cookies})
+        page = reply.content.decode()
+        assert reply.status_code == 500 and "BoomError" in page
+        signature = token.rsplit(".", 1)[1]
+        for secret in (signature[:24], token[:60], refresh):
+            assert secret not in page
+            assert urllib.parse.quote(secret) not in page

@@ -191,7 +191,8 @@ def flask(auth: Authenticator) -> Iterator[Call]:
         CALLS.append("create")
         return {"created": True}, 201
 
-    yield _wsgi_call(app.test_client())
+    # use_cookies=False: the requests send their own Cookie headers (sessions), kept as sent
+    yield _wsgi_call(app.test_client(use_cookies=False))
 
 
 _BOOKINGS = re.compile(r"/teams/([^/]+)/bookings")
@@ -238,7 +239,7 @@ def wsgi(auth: Authenticator) -> Iterator[Call]:
     from skaala_auth.wsgi import ApiKeyMiddleware
 
     app = ApiKeyMiddleware(bookings_wsgi_app, authenticator=auth, rules=BOOKINGS_RULES)
-    yield _wsgi_call(Client(app))
+    yield _wsgi_call(Client(app, use_cookies=False))
 
 
 # -- Django (WSGI and ASGI) and Django REST framework -------------------------------------------

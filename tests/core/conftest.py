@@ -30,6 +30,7 @@ class AsyncDriven(Authenticator):
         team_id: str | None = None,
         query_string: str | bytes | None = None,
         required: bool = True,
+        method: str | None = None,
     ) -> Principal | None:
         return asyncio.run(
             self.authenticate_async(
@@ -38,6 +39,7 @@ class AsyncDriven(Authenticator):
                 team_id=team_id,
                 query_string=query_string,
                 required=required,
+                method=method,
             )
         )
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,11 +53,35 @@ class TestStores:
         with pytest.raises(ConfigurationError, match="one key store"):
             open_store(**kwargs)
 
-    def test_if_dsn_then_it_says_the_postgres_store_is_not_available_yet(self) -> None:
+    def test_if_dsn_without_psycopg_then_it_names_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delitem(sys.modules, "skaala_auth.stores.postgres", raising=False)
+        monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # import fails
         with pytest.raises(ConfigurationError) as caught:
             open_store(dsn="postgresql://127.0.0.1/test")
-        assert "the PostgreSQL store is not available yet" in str(caught.value)
-        assert "pip install" not in str(caught.value) and caught.value.setting == "DSN"
+        assert "pip install 'skaala-auth[postgres]'" in str(caught.value)
+        assert caught.value.setting == "DSN"
+
+    def test_if_dsn_then_a_postgres_store_in_the_schema_named(self) -> None:
+        postgres = pytest.importorskip("skaala_auth.stores.postgres")
+        # The store does not wait for the server: no server is needed to build one.
+        store = open_store(dsn="postgresql://127.0.0.1:1/test", schema="keys")
+        try:
+            assert isinstance(store, postgres.PostgresKeyStore) and store.schema == "keys"
+        finally:
+            store.close()
+
+    def test_if_dsn_malformed_then_error_without_the_string(self) -> None:
+        pytest.importorskip("skaala_auth.stores.postgres")
+        with pytest.raises(ConfigurationError) as caught:
+            open_store(dsn="host=x password=hunter2 port")
+        assert "hunter2" not in str(caught.value) and caught.value.setting == "DSN"
+
+    def test_if_schema_without_dsn_then_error(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            open_store(db=tmp_path / "k.db", create=True, schema="keys")
+        assert caught.value.setting == "SCHEMA"
 
 
 class TestAuthenticator:

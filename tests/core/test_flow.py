@@ -342,3 +342,16 @@ class TestFlowAlone:
             assert isinstance(outcome, InvalidKeyError) and outcome.status_code == 401
         assert not flow._cache.is_known_unknown(flow.hasher.digest(key.encode()), 1000.0)
         assert len(flow._cache) == 0
+
+
+class TestClientAddress:
+    def test_asgi_facts_take_the_servers_client(self) -> None:
+        scope = {"type": "http", "path": "/", "headers": [], "client": ("203.0.113.7", 50000)}
+        assert RequestFacts.from_asgi(scope).client == "203.0.113.7"
+        assert RequestFacts.from_asgi({**scope, "client": None}).client is None
+
+    def test_wsgi_facts_take_remote_addr_never_a_forwarded_header(self) -> None:
+        environ = {"PATH_INFO": "/", "REMOTE_ADDR": "198.51.100.2"}
+        environ["HTTP_X_FORWARDED_FOR"] = "203.0.113.9"
+        assert RequestFacts.from_environ(environ).client == "198.51.100.2"
+        assert RequestFacts.from_environ({"PATH_INFO": "/"}).client is None
