@@ -22,6 +22,8 @@ Registered by the app (``"skaala_auth.django"`` in ``INSTALLED_APPS``).
 ``skaala_auth.W002``   the ORM store's tables are missing (``manage.py migrate``); a database
                        check: ``check --database default``, and ``migrate`` itself
 ``skaala_auth.W003``   the middleware is listed more than once
+``skaala_auth.W004``   a DRF view lists ``SessionAuthentication`` before
+                       ``ApiKeyAuthentication`` (the session would win over a key)
 =====================  ======================================================================
 
 Middleware order: :class:`~skaala_auth.django.ApiKeyMiddleware` needs nothing from Django's
@@ -36,7 +38,7 @@ exempt from CSRF themselves. The decorators work without the middleware; a rules
 .. versionchanged:: 0.4.0
    The ORM store (``E004`` now means two stores named; ``E008``, ``W002``), the middleware of
    another framework (``E009``), unknown scopes in views (``E010``), ``W001`` only where a rules
-   table makes the order matter, and ``W003``.
+   table makes the order matter, ``W003`` and ``W004``.
 """
 
 from __future__ import annotations
@@ -398,6 +400,7 @@ def check_view_scopes(
         return []
     messages: list[CheckMessage] = []
     for route, view in _views(patterns):
+        messages.extend(_check_authentication_order(route, view))
         unknown = sorted(declared_scopes(view) - set(default_registry))
         if unknown:
             owner = getattr(view, "view_class", None) or view
@@ -414,6 +417,40 @@ def check_view_scopes(
                 )
             )
     return messages
+
+
+def _check_authentication_order(route: str, view: Any) -> list[CheckMessage]:
+    """A DRF view that tries ``SessionAuthentication`` before ``ApiKeyAuthentication``: DRF
+    takes the first class that authenticates, so a browser's session would win over a key sent
+    with it, and a request with neither gets 403 (the first class's challenge, none) instead of
+    401."""
+    cls: Any = getattr(view, "cls", None)
+    classes = list(getattr(cls, "authentication_classes", None) or ())
+    if not classes:
+        return []
+    try:
+        from rest_framework.authentication import SessionAuthentication
+
+        from .rest_framework import ApiKeyAuthentication
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        return []
+
+    def first(kind: type) -> int | None:
+        found = [i for i, c in enumerate(classes) if isinstance(c, type) and issubclass(c, kind)]
+        return found[0] if found else None
+
+    session, key = first(SessionAuthentication), first(ApiKeyAuthentication)
+    if session is None or key is None or key < session:
+        return []
+    return [
+        Warning(
+            f"The view {cls.__qualname__} (route {route!r}) lists SessionAuthentication before "
+            "ApiKeyAuthentication: a session would win over a key sent with it, and a request "
+            "with neither gets 403 instead of 401.",
+            hint="List ApiKeyAuthentication first in authentication_classes.",
+            id="skaala_auth.W004",
+        )
+    ]
 
 
 def register_checks() -> None:

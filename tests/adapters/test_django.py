@@ -611,6 +611,23 @@ class TestSystemChecks:
             assert scope in found
         assert "read:calls" not in found
 
+    def test_if_a_drf_view_tries_the_session_first_then_w004(self, auth: Authenticator) -> None:
+        from rest_framework.authentication import SessionAuthentication
+
+        class SessionFirst(APIView):
+            authentication_classes = [SessionAuthentication, ApiKeyAuthentication]
+
+        class KeyFirst(APIView):
+            authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+
+        module = types.ModuleType("order_urls")
+        module.urlpatterns = [  # type: ignore[attr-defined]
+            path("session-first", SessionFirst.as_view()),
+            path("key-first", KeyFirst.as_view()),
+        ]
+        setting = {"AUTHENTICATOR": auth}
+        assert self.ids(SKAALA_AUTH=setting, ROOT_URLCONF=module) == ["skaala_auth.W004"]
+
     def test_if_the_orm_stores_tables_are_missing_then_w002_on_a_database_check(
         self, tmp_path: Path
     ) -> None:

@@ -152,6 +152,35 @@ class TestTheDefaultStore:
         assert message in str(raised.value)
 
 
+class KeysElsewhere:
+    """A project's router: the key store's tables live in the "postgres" database."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "postgres" if model._meta.app_label == "skaala_auth" else None
+
+    db_for_write = db_for_read
+
+
+def test_if_a_router_places_the_app_then_the_store_and_the_admin_follow(
+    postgres_alias: str,
+) -> None:
+    clear(postgres_alias)
+    with override_settings(DATABASE_ROUTERS=[KeysElsewhere()], SKAALA_AUTH={}):
+        store = get_store()
+        assert isinstance(store, DjangoKeyStore) and store.alias == postgres_alias
+        manager = KeyManager(store)
+        manager.add_member(team_id="team_1", user_id="user_1", role="owner")
+        key, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        authenticator = get_authenticator()
+        assert authenticator.verify(key).key_id == record.id
+        row = ApiKeyModel.objects.get(id=record.id)  # the router's database, for the ORM too
+        row.revoked_at = timezone.now()
+        row.save()
+        with pytest.raises(InvalidKeyError):
+            authenticator.verify(key)
+    clear(postgres_alias)
+
+
 class TestWritesThroughTheOrm:
     """What the admin and a shell do: save and delete model instances."""
 
