@@ -4,6 +4,7 @@ revocation across processes, worker-thread connections, async views."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -384,6 +385,29 @@ class TestWorkerThreadConnections:
         with Authenticator(store, poll_interval=0) as auth:
             self.misses(auth, 40)
             assert _backends(postgres_alias, settle_to=before) == before
+        store.close()
+
+    @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+    def test_if_conn_max_age_is_0_then_no_worker_keeps_the_sqlite_file_open(self) -> None:
+        migrate("default")
+        clear("default")
+        name = str(connections["default"].settings_dict["NAME"])
+
+        def opened() -> int:
+            found = 0
+            for fd in Path("/proc/self/fd").iterdir():
+                try:
+                    found += os.readlink(fd) == name
+                except OSError:  # closed while we looked
+                    pass
+            return found
+
+        connections["default"].close()
+        before = opened()
+        store = DjangoKeyStore("default")
+        with Authenticator(store, poll_interval=0) as auth:
+            self.misses(auth, 40)
+            assert opened() == before
         store.close()
 
     def test_if_connections_persist_then_their_number_does_not_grow(
