@@ -237,6 +237,8 @@ class Authenticator:
         now = auth.clock()
         waited = auth._loader.poll(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
+        if type(step) is Principal:
+            return step
         if isinstance(step, Load):
             return auth._flow.resume(step, auth._loader.load(step, waited), now)
         if type(step) is Membership or type(step) is FetchKeys:
@@ -263,6 +265,8 @@ class Authenticator:
         now = auth.clock()
         waited = await auth._loader.poll_async(now) if now >= auth._loader.next_poll else 0.0
         step = auth._flow.request(facts, need, now)
+        if type(step) is Principal:
+            return step
         if isinstance(step, Load):
             return auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
         if type(step) is Membership or type(step) is FetchKeys:
@@ -335,6 +339,8 @@ class Authenticator:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
         del headers  # they carry the key: out of this frame while the store is asked
+        if type(step) is Principal:  # a cached key: nothing more to do
+            return step
         if isinstance(step, Load):
             step = auth._flow.resume(step, auth._loader.load(step, waited), now)
         elif isinstance(step, (Membership, FetchKeys)):
@@ -394,6 +400,8 @@ class Authenticator:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
         del headers
+        if type(step) is Principal:
+            return step
         if isinstance(step, Load):
             step = auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
         elif isinstance(step, (Membership, FetchKeys)):

@@ -110,7 +110,7 @@ class RequireScopes:
         self.scopes = tuple(scopes)
         self.team_param = team_param
         self.credentials: Credentials = credentials
-        self.roles = None if roles is None else frozenset(roles)
+        self.roles = roles
         self._endpoint = self._make(self.scopes)
         self._endpoints: dict[tuple[str, ...], Endpoint] = {}
         # FastAPI reads a dependency's parameters from its signature: this one declares the two
@@ -159,7 +159,9 @@ class RequireScopes:
         return endpoint
 
     def _make(self, scopes: tuple[str, ...]) -> Endpoint:
-        return Endpoint(scopes, self.team_param, credentials=self.credentials, roles=self.roles)
+        return Endpoint.declare(
+            scopes, self.team_param, credentials=self.credentials, roles=self.roles
+        )
 
     def __repr__(self) -> str:
         return f"RequireScopes({', '.join(map(repr, self.scopes))})"

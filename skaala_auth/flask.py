@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 try:
@@ -37,12 +37,24 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from .authenticator import Authenticator
 from .config import RULE_SETTINGS, authenticator_from_settings, rules_from_settings
-from .errors import AuthError
+from .dashboard import Dashboard, DashboardResponse
+from .errors import AuthError, MissingKeyError
 from .flow import Credentials, Endpoint, RequestFacts
+from .management import (
+    MAX_BODY,
+    RESOURCES,
+    ManagementApi,
+    ManagementHook,
+    Resource,
+    management_endpoint,
+)
+from .manager import KeyManager
+from .models import Principal
 from .rules import Rules
+from .scopes import ScopeRegistry
 from .wsgi import MIDDLEWARE_KEY, PRINCIPAL_KEY, ApiKeyMiddleware
 
-__all__ = ["SkaalaAuth", "requires_scope"]
+__all__ = ["SkaalaAuth", "dashboard_blueprint", "management_blueprint", "requires_scope"]
 
 T = TypeVar("T")  # a view function, a Blueprint or a Flask app
 _EXTENSION = "skaala_auth"
@@ -142,12 +154,7 @@ def requires_scope(
 
     .. versionadded:: 0.1.0
     """
-    endpoint = Endpoint(
-        tuple(scopes),
-        team_param,
-        credentials=credentials,
-        roles=None if roles is None else frozenset(roles),
-    )
+    endpoint = Endpoint.declare(scopes, team_param, credentials=credentials, roles=roles)
 
     def decorate(target: T) -> T:
         if isinstance(target, Flask | Blueprint):
@@ -201,3 +208,147 @@ def _check(endpoint: Endpoint, view_args: dict[str, Any] | None) -> ResponseRetu
         )
     environ[PRINCIPAL_KEY] = outcome
     return None
+
+
+#: Every method goes to the management views: the layer answers one a path does not serve
+#: with its JSON 405, and the core answers a CORS preflight (Flask's automatic OPTIONS is off).
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+def management_blueprint(
+    *,
+    authenticator: Authenticator,
+    manager: KeyManager,
+    allowed_origins: Iterable[str] = (),
+    url_prefix: str = "/api/v1",
+    name: str = "skaala_auth_management",
+    audit: ManagementHook | None = None,
+) -> Blueprint:
+    """The key-management API (:mod:`skaala_auth.management`) as a blueprint:
+    ``app.register_blueprint(management_blueprint(...))``.
+
+    Every request is decided by the core first: a dashboard session of an owner or admin of the
+    team in the path (an API key gets 403 whatever its scopes); a cookie-carried ``POST``,
+    ``PATCH`` or ``DELETE`` needs an ``Origin`` (or ``Referer``) in ``allowed_origins`` (or the
+    authenticator's). The :class:`SkaalaAuth` extension is not needed, and does not get in the
+    way.
+
+    Args:
+        authenticator: the :class:`~skaala_auth.Authenticator`, with a session verifier.
+        manager: the :class:`~skaala_auth.KeyManager` that makes the changes.
+        allowed_origins: origins allowed to send cookie-authenticated changes, besides the
+            authenticator's.
+        url_prefix: the path the API is mounted under.
+        name: the blueprint's name.
+        audit: called with each :class:`~skaala_auth.management.ManagementEvent`.
+
+    .. versionadded:: 0.1.0
+    """
+    api = ManagementApi(manager, audit=audit)
+    endpoint = management_endpoint(allowed_origins)
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix.rstrip("/") or None)
+    for resource in RESOURCES:
+        blueprint.add_url_rule(
+            resource.path_as("flask"),
+            endpoint=resource.name,
+            view_func=_management_view(api, authenticator, endpoint, resource),
+            methods=_ALL_METHODS,
+            provide_automatic_options=False,
+        )
+    return blueprint
+
+
+def _management_view(
+    api: ManagementApi, authenticator: Authenticator, endpoint: Endpoint, resource: Resource
+) -> Callable[..., ResponseReturnValue]:
+    def view(**params: Any) -> ResponseReturnValue:
+        current = _current_request()
+        outcome = authenticator.decide(RequestFacts.from_environ(current.environ, params), endpoint)
+        if not isinstance(outcome, Principal):
+            error = outcome if isinstance(outcome, AuthError) else MissingKeyError()
+            return current_app.response_class(
+                error.body_bytes(), status=error.status_code, headers=error.headers()
+            )
+        body = b""
+        while len(body) <= MAX_BODY:  # at most one byte past the limit is read
+            chunk = current.stream.read(MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        response = api.handle(
+            resource,
+            method=current.method,
+            principal=outcome,
+            path_params=params,
+            body=body,
+            content_type=current.headers.get("Content-Type"),
+        )
+        answer = current_app.response_class(
+            response.body, status=response.status, headers=list(response.headers)
+        )
+        if response.status == 204:
+            answer.headers.remove("Content-Type")  # Flask's default, for a response with no body
+        return answer
+
+    view.__name__ = f"skaala_auth_{resource.name}"
+    return view
+
+
+def dashboard_blueprint(
+    *,
+    url_prefix: str = "/dashboard",
+    api_prefix: str = "/api/v1",
+    name: str = "skaala_auth_dashboard",
+    scopes: ScopeRegistry | Mapping[str, str] | None = None,
+    sign_in_url: str | None = None,
+    notice: str | None = None,
+) -> Blueprint:
+    """The key-management page (:mod:`skaala_auth.dashboard`) as a blueprint, beside
+    :func:`management_blueprint`: ``app.register_blueprint(dashboard_blueprint())``.
+
+    The page is ``GET url_prefix`` (and ``url_prefix/``), for ``?team=<team id>``; its files
+    are under ``url_prefix/static/``. It holds no data: the management API decides every call
+    the page makes.
+
+    Args:
+        url_prefix: where the page is served.
+        api_prefix: where :func:`management_blueprint` is mounted (its ``url_prefix``).
+        name: the blueprint's name.
+        scopes: the scopes offered for a new key (default: the documented set).
+        sign_in_url: where the page sends a visitor who is not signed in.
+        notice: a line shown in a banner at the top of the page.
+
+    .. versionadded:: 0.1.0
+    """
+    dashboard = Dashboard(
+        api_prefix=api_prefix, scopes=scopes, sign_in_url=sign_in_url, notice=notice
+    )
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix.rstrip("/") or None)
+
+    # HEAD is answered as GET: werkzeug leaves the body out of a HEAD answer by itself, and
+    # keeps its Content-Length.
+    def page() -> ResponseReturnValue:
+        current = _current_request()
+        method = "GET" if current.method == "HEAD" else current.method
+        return _dashboard_response(dashboard.page(method, current.path))
+
+    def asset(name: str) -> ResponseReturnValue:
+        current = _current_request()
+        method = "GET" if current.method == "HEAD" else current.method
+        return _dashboard_response(dashboard.asset(method, name))
+
+    for rule in ("", "/") if url_prefix.strip("/") else ("/",):
+        blueprint.add_url_rule(
+            rule, endpoint="page" if rule else "page_bare", view_func=page,
+            methods=_ALL_METHODS, provide_automatic_options=False, strict_slashes=True,
+        )  # fmt: skip
+    blueprint.add_url_rule(
+        "/static/<name>", endpoint="file", view_func=asset, methods=_ALL_METHODS,
+        provide_automatic_options=False,
+    )  # fmt: skip
+    return blueprint
+
+
+def _dashboard_response(answer: DashboardResponse) -> ResponseReturnValue:
+    headers = list(answer.headers)
+    return current_app.response_class(answer.body, status=answer.status, headers=headers)

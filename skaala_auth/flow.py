@@ -98,7 +98,7 @@ class RequestFacts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("client", "headers", "method", "path", "path_params", "query", "websocket")
+    __slots__ = ("_peer", "headers", "method", "path", "path_params", "query", "websocket")
 
     def __init__(
         self,
@@ -116,7 +116,19 @@ class RequestFacts:
         self.query = query
         self.path_params = path_params
         self.websocket = websocket
-        self.client = client
+        self._peer: object = client
+
+    @property
+    def client(self) -> str | None:
+        """The client's address as the server saw it, or ``None``."""
+        peer = self._peer
+        if type(peer) is str or peer is None:
+            return peer
+        try:  # ASGI's [host, port] (a list or a tuple)
+            host = peer[0]  # type: ignore[index]
+        except (TypeError, IndexError, KeyError):
+            return None
+        return host if isinstance(host, str) else None
 
     def __repr__(self) -> str:
         return f"RequestFacts({self.method!r}, {self.path!r})"
@@ -135,14 +147,18 @@ class RequestFacts:
             path = path[len(root_path) :] or "/"  # type: ignore[arg-type]
         # Built here rather than through __init__: one frame fewer, twice per request.
         facts = object.__new__(cls)
-        facts.method = scope.get("method", "GET")  # type: ignore[assignment]
+        method = scope.get("method")
+        if method is None:  # a WebSocket handshake (the only scope without one): a GET
+            facts.method = "GET"
+            facts.websocket = True
+        else:
+            facts.method = method  # type: ignore[assignment]
+            facts.websocket = False
         facts.path = path
         facts.headers = scope["headers"]  # type: ignore[assignment]
         facts.query = scope.get("query_string")  # type: ignore[assignment]
         facts.path_params = _NO_PARAMS if path_params is None else path_params
-        facts.websocket = scope.get("type") == "websocket"
-        client = scope.get("client")
-        facts.client = client[0] if client else None  # type: ignore[index]
+        facts._peer = scope.get("client")  # read into client only when asked
         return facts
 
     @classmethod
@@ -217,6 +233,26 @@ class Endpoint:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _warned: ClassVar[set[tuple[str, str]]] = set()
+
+    @classmethod
+    def declare(
+        cls,
+        scopes: Collection[str] = (),
+        team_param: str | None = "team_id",
+        *,
+        credentials: Credentials = "any",
+        roles: Collection[str] | None = None,
+        required: bool = True,
+    ) -> Endpoint:
+        """The endpoint a decorator or dependency declares, from its arguments as users write
+        them (scopes and roles in any collection)."""
+        return cls(
+            tuple(scopes),
+            team_param,
+            required,
+            credentials,
+            None if roles is None else frozenset(roles),
+        )
 
     def __post_init__(self) -> None:
         if self.credentials not in ("any", "api_key", "session"):

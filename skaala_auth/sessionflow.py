@@ -42,10 +42,10 @@ from .scopes import DEFAULT_SCOPES
 
 if TYPE_CHECKING:
     from .credentials import HeadersLike
-    from .flow import Flow
     from .stores.base import Change
 
 __all__ = [
+    "Auditor",
     "CarriedToken",
     "FetchKeys",
     "Membership",
@@ -145,6 +145,26 @@ class SessionVerifier(Protocol):
     ) -> SessionClaims | NeedKeys | AuthError: ...
 
     def fetch_keys(self, now: float) -> bool: ...
+
+
+class Auditor(Protocol):
+    """**Protocol:** where the session half's outcomes are audited (the
+    :class:`~skaala_auth.flow.Flow` that drives it: its audit settings and hook).
+
+    .. versionadded:: 0.1.0
+    """
+
+    audit_success: bool
+    audit_failure: bool
+
+    def audited(
+        self,
+        error: AuthError,
+        key_prefix: str | None = None,
+        principal: Principal | None = None,
+    ) -> AuthError: ...
+
+    def emit(self, event: AuditEvent) -> None: ...
 
 
 #: Answers a user's role in a team (``None``: not a member). Called in the authenticator's
@@ -369,7 +389,7 @@ class SessionFlow:
         allowed_origins: frozenset[str],
         ttl: float,
         maxsize: int,
-        auditor: Flow,
+        auditor: Auditor,
     ) -> None:
         self.verifier = verifier
         self.resolver = resolver

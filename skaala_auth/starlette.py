@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 try:
@@ -27,6 +27,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
+    from starlette.routing import BaseRoute, Route
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from starlette.websockets import WebSocket
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
@@ -35,12 +36,30 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
     ) from error
 
 from .authenticator import Authenticator
+from .dashboard import Dashboard, DashboardResponse
 from .errors import AuthError, MissingKeyError
 from .flow import Credentials, Endpoint, PreflightAnswer, RequestFacts
+from .management import (
+    MAX_BODY,
+    RESOURCES,
+    ManagementApi,
+    ManagementHook,
+    Resource,
+    management_endpoint,
+)
+from .manager import KeyManager
 from .models import Principal
 from .rules import Rules
+from .scopes import ScopeRegistry
 
-__all__ = ["ApiKeyMiddleware", "ApiKeyUser", "authorize_connection", "requires_scope"]
+__all__ = [
+    "ApiKeyMiddleware",
+    "ApiKeyUser",
+    "authorize_connection",
+    "dashboard_routes",
+    "management_routes",
+    "requires_scope",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -352,12 +371,7 @@ def requires_scope(
     for scope in scopes:
         if not isinstance(scope, str):
             raise TypeError("requires_scope takes scope names: requires_scope('read:x', ...)")
-    endpoint = Endpoint(
-        tuple(scopes),
-        team_param,
-        credentials=credentials,
-        roles=None if roles is None else frozenset(roles),
-    )
+    endpoint = Endpoint.declare(scopes, team_param, credentials=credentials, roles=roles)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if _is_async(func):
@@ -380,3 +394,153 @@ def requires_scope(
         return endpoint_function
 
     return decorate
+
+
+def management_routes(
+    *,
+    authenticator: Authenticator,
+    manager: KeyManager,
+    allowed_origins: Iterable[str] = (),
+    prefix: str = "/api/v1",
+    audit: ManagementHook | None = None,
+) -> list[Route]:
+    """The key-management API (:mod:`skaala_auth.management`) as Starlette routes, for
+    ``Starlette(routes=[*management_routes(...), ...])`` or a FastAPI app's
+    ``app.router.routes.extend(...)``.
+
+    Every request is decided by the core first: a dashboard session of an owner or admin of the
+    team in the path (an API key gets 403 whatever its scopes); a cookie-carried ``POST``,
+    ``PATCH`` or ``DELETE`` needs an ``Origin`` (or ``Referer``) in ``allowed_origins`` (or the
+    authenticator's). The handlers run in a worker thread: the manager's store I/O never blocks
+    the event loop. :class:`ApiKeyMiddleware` is not needed, and does not get in the way.
+
+    Args:
+        authenticator: the :class:`~skaala_auth.Authenticator`, with a session verifier.
+        manager: the :class:`~skaala_auth.KeyManager` that makes the changes.
+        allowed_origins: origins (``https://dashboard.example.com``) allowed to send
+            cookie-authenticated changes, besides the authenticator's.
+        prefix: the path the API is mounted under.
+        audit: called with each :class:`~skaala_auth.management.ManagementEvent`.
+
+    .. versionadded:: 0.1.0
+    """
+    api = ManagementApi(manager, audit=audit)
+    endpoint = management_endpoint(allowed_origins)
+    prefix = prefix.rstrip("/")
+    return [
+        Route(
+            prefix + resource.path_as("starlette"),
+            _ManagementEndpoint(api, authenticator, endpoint, resource),
+            name=f"skaala_auth_{resource.name}",
+        )
+        for resource in RESOURCES
+    ]
+
+
+class _ManagementEndpoint:
+    """One resource of the management API, an ASGI app for every method (the layer answers a
+    method the path does not serve with its JSON 405, as in every framework)."""
+
+    def __init__(
+        self,
+        api: ManagementApi,
+        authenticator: Authenticator,
+        endpoint: Endpoint,
+        resource: Resource,
+    ) -> None:
+        self.api = api
+        self.authenticator = authenticator
+        self.endpoint = endpoint
+        self.resource = resource
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        params = request.path_params
+        outcome = await self.authenticator.decide_async(
+            RequestFacts.from_asgi(scope, params), self.endpoint
+        )
+        if not isinstance(outcome, Principal):
+            error = outcome if isinstance(outcome, AuthError) else MissingKeyError()
+            headers = list(error.raw_headers())  # a copy: an outer middleware may edit it
+            await send(
+                {"type": "http.response.start", "status": error.status_code, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": error.body_bytes()})
+            return
+        body = b""
+        async for chunk in request.stream():  # at most one byte past the limit is kept
+            body += chunk
+            if len(body) > MAX_BODY:
+                break
+        response = await run_in_threadpool(
+            functools.partial(
+                self.api.handle,
+                self.resource,
+                method=request.method,
+                principal=outcome,
+                path_params=params,
+                body=body,
+                content_type=request.headers.get("content-type"),
+            )
+        )
+        raw = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+        ]
+        if response.status != 204:
+            raw.append((b"content-length", str(len(response.body)).encode("latin-1")))
+        await send({"type": "http.response.start", "status": response.status, "headers": raw})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def dashboard_routes(
+    *,
+    path: str = "/dashboard",
+    api_prefix: str = "/api/v1",
+    scopes: ScopeRegistry | Mapping[str, str] | None = None,
+    sign_in_url: str | None = None,
+    notice: str | None = None,
+) -> list[BaseRoute]:
+    """The key-management page (:mod:`skaala_auth.dashboard`) as Starlette routes, beside
+    :func:`management_routes`: ``Starlette(routes=[*management_routes(...),
+    *dashboard_routes()])``.
+
+    The page is ``GET path`` (and ``path/``), for ``?team=<team id>``; its files are under
+    ``path/static/``. It is public (it holds no data): what it shows comes from the management
+    API, which decides every call. Behind :class:`ApiKeyMiddleware` with a rules table that
+    denies by default, list ``path`` and ``path/*`` as public.
+
+    Args:
+        path: where the page is served.
+        api_prefix: where :func:`management_routes` is mounted (its ``prefix``).
+        scopes: the scopes offered for a new key (default: the documented set).
+        sign_in_url: where the page sends a visitor who is not signed in.
+        notice: a line shown in a banner at the top of the page.
+
+    .. versionadded:: 0.1.0
+    """
+    dashboard = Dashboard(
+        api_prefix=api_prefix, scopes=scopes, sign_in_url=sign_in_url, notice=notice
+    )
+    path = path.rstrip("/")
+
+    async def page(request: Request) -> Response:
+        return _dashboard_response(dashboard.page(request.method, request.url.path))
+
+    async def asset(request: Request) -> Response:
+        return _dashboard_response(dashboard.asset(request.method, request.path_params["name"]))
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # the page answers 405 itself
+    return [
+        Route(path or "/", page, methods=methods, name="skaala_auth_dashboard"),
+        *([Route(path + "/", page, methods=methods)] if path else []),
+        Route(path + "/static/{name}", asset, methods=methods, name="skaala_auth_dashboard_file"),
+    ]
+
+
+def _dashboard_response(answer: DashboardResponse) -> Response:
+    response = Response(answer.body, status_code=answer.status)
+    del response.headers["content-length"]
+    response.raw_headers.extend(
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+    )
+    return response

@@ -1,7 +1,10 @@
-"""The demo: a small bookings API protected by API keys, run by ``skaala-auth demo``.
+"""The demo: a small bookings API protected by API keys, and the key-management page for it,
+run by ``skaala-auth demo``.
 
 On first start it creates a team, its owner and a key, prints the key (once) and ready-to-paste
-``curl`` commands, then serves the API with uvicorn on 127.0.0.1:8000. Keys, bookings and
+``curl`` commands, then serves the API with uvicorn on 127.0.0.1:8000, with the dashboard at
+``/dashboard?team=team_demo``, signed in to with one click by a DEMO-only local issuer
+(:mod:`skaala_auth.demo.issuer`, not Stack Auth). Keys, bookings and
 contacts live in one SQLite file (``./skaala_auth.db`` by default), so the CLI manages the
 demo's keys while it runs: a key revoked with ``skaala-auth keys revoke`` is refused within a
 second. With ``--dsn`` the keys live in PostgreSQL instead (and the bookings in memory).
@@ -29,9 +32,10 @@ from ..config import open_store
 from ..manager import KeyManager
 from ..stores.base import KeyStore
 from ..stores.sqlite import SQLiteKeyStore
-from .app import DEMO_SCOPES, DEMO_TEAM, DEMO_USER, create_app, seed
+from .app import DASHBOARD_PATH, DEMO_SCOPES, DEMO_TEAM, DEMO_USER, create_app, seed
 
 __all__ = [
+    "DASHBOARD_PATH",
     "DEMO_SCOPES",
     "DEMO_TEAM",
     "DEMO_USER",
@@ -148,6 +152,9 @@ def banner(
         "skaala_auth demo: a bookings API protected by API keys",
         f"  database:  {where}",
         f"  listening: {url}  (Ctrl-C to stop)",
+        f"  dashboard: {url}{DASHBOARD_PATH}?team={DEMO_TEAM}",
+        f"             signed in with the DEMO sign-in at {url}/demo/sign-in (not Stack Auth:",
+        "             a local issuer with its own key, made at start, for this demo only)",
         "",
     ]
     if key is None:

@@ -1,4 +1,6 @@
-"""The demo bookings API: a Starlette app protected by :class:`ApiKeyMiddleware`.
+"""The demo bookings API: a Starlette app protected by :class:`ApiKeyMiddleware`, with the
+key-management API and its page (``/dashboard``), signed in to by the demo's own issuer
+(:mod:`skaala_auth.demo.issuer`: DEMO ONLY, not Stack Auth).
 
 .. versionadded:: 0.1.0
 """
@@ -28,21 +30,41 @@ from ..config import open_store
 from ..manager import KeyManager
 from ..models import Principal
 from ..rules import Rules
-from ..starlette import ApiKeyMiddleware, requires_scope
+from ..starlette import ApiKeyMiddleware, dashboard_routes, management_routes, requires_scope
 from ..stores.sqlite import SQLiteKeyStore
 from .bookings import BookingStore, BookingValidationError, parse_booking
+from .issuer import DemoIssuer
+from .sign_in import DEMO_NOTICE, sign_in_routes
 
-__all__ = ["DEMO_SCOPES", "DEMO_TEAM", "DEMO_USER", "MAX_BODY", "create_app", "seed"]
+__all__ = [
+    "DASHBOARD_PATH",
+    "DEMO_SCOPES",
+    "DEMO_TEAM",
+    "DEMO_USER",
+    "MAX_BODY",
+    "create_app",
+    "seed",
+]
 
 DEMO_TEAM: Final = "team_demo"
 DEMO_USER: Final = "user_demo"
 DEMO_SCOPES: Final = ("read:bookings", "write:bookings", "read:contacts", "read:services")
+#: Where the demo serves the key-management page.
+DASHBOARD_PATH: Final = "/dashboard"
+#: Seconds between the demo's batched ``last_used_at`` writes (a service's default is 60): the
+#: dashboard's "Last used" shows a use a few seconds later.
+LAST_USED_INTERVAL: Final = 5.0
 #: The largest booking body accepted, in bytes.
 MAX_BODY: Final = 64 * 1024
 
-#: Default deny: every path but the two public ones needs a key, even a route added without a
-#: decorator (the rules table is what docs/security.md recommends for drop-in use).
-RULES: Final = Rules(public=["/", "/health"], protect=["/api/"], default="deny")
+#: Default deny: every path but the public ones needs a key, even a route added without a
+#: decorator (the rules table is what docs/security.md recommends for drop-in use). The page
+#: and the demo sign-in hold no data; the management API under /api/ decides its own calls.
+RULES: Final = Rules(
+    public=["/", "/health", DASHBOARD_PATH, f"{DASHBOARD_PATH}/*", "/demo/*"],
+    protect=["/api/"],
+    default="deny",
+)
 
 
 def seed(manager: KeyManager) -> str | None:
@@ -79,6 +101,7 @@ def create_app(
     pepper: str | bytes | None = None,
     dsn: str | None = None,
     schema: str | None = None,
+    issuer: DemoIssuer | None = None,
 ) -> Starlette:
     """The demo API on the SQLite file ``db_path`` (keys and bookings in the same file), or
     with its keys in PostgreSQL (``dsn``) and its bookings in ``db_path``.
@@ -90,16 +113,26 @@ def create_app(
         pepper: the server-side pepper the keys were created with, if any.
         dsn: keep the keys in this PostgreSQL database instead.
         schema: the PostgreSQL schema of the keys (default ``skaala_auth``).
+        issuer: the demo's sign-in issuer (default: a new one, with a new key). An
+            ``authenticator`` given here must trust it (``session_verifier=issuer.verifier()``)
+            for the dashboard's sign-in to work.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.4.0
        ``dsn`` and ``schema``.
     """
     owned = authenticator is None
+    issuer = issuer if issuer is not None else DemoIssuer()
     if authenticator is None:
         keys = SQLiteKeyStore(db_path) if dsn is None else open_store(dsn=dsn, schema=schema)
-        authenticator = Authenticator(keys, pepper=pepper)
+        authenticator = Authenticator(
+            keys,
+            pepper=pepper,
+            session_verifier=issuer.verifier(),
+            last_used_interval=LAST_USED_INTERVAL,
+        )
     store = authenticator.store
+    manager = KeyManager(store, pepper=pepper)
     data = BookingStore(db_path)
 
     async def index(request: Request) -> JSONResponse:
@@ -115,6 +148,8 @@ def create_app(
                     "POST /api/v1/teams/{team_id}/bookings  (write:bookings)",
                     "GET /api/v1/contacts  (read:contacts)",
                 ],
+                "dashboard": f"{DASHBOARD_PATH}?team={DEMO_TEAM}",
+                "demo_sign_in": "/demo/sign-in  (DEMO only: not Stack Auth)",
             }
         )
 
@@ -179,6 +214,17 @@ def create_app(
             Route("/api/v1/teams/{team_id}/bookings", Bookings),
             Route("/api/v1/contacts", contacts),
             Route("/api/v1/services", services),
+            *management_routes(authenticator=authenticator, manager=manager, prefix="/api/v1"),
+            *dashboard_routes(
+                path=DASHBOARD_PATH,
+                api_prefix="/api/v1",
+                scopes=manager.scopes,
+                sign_in_url="/demo/sign-in",
+                notice=DEMO_NOTICE,
+            ),
+            *sign_in_routes(
+                issuer, user_id=DEMO_USER, team_id=DEMO_TEAM, dashboard_path=DASHBOARD_PATH
+            ),
         ],
         middleware=[
             Middleware(

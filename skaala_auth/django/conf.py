@@ -37,7 +37,6 @@ from ..config import (
     RULE_SETTINGS,
     ConfigurationError,
     authenticator_from_settings,
-    parse_setting,
     rules_from_settings,
     store_from_settings,
 )
@@ -48,8 +47,10 @@ from ..stores import KeyStore
 __all__ = ["DJANGO_SETTINGS", "get_authenticator", "get_manager", "get_rules", "get_store"]
 
 _lock = threading.Lock()
-#: The settings only the Django adapter reads: ``DATABASE`` (the ORM store's alias).
-DJANGO_SETTINGS = frozenset({"DATABASE"})
+#: The settings only the Django adapter reads: ``DATABASE`` (the ORM store's alias),
+#: ``MANAGER`` (the key manager of the admin, ``manage.py`` and
+#: skaala_auth.django.management_urls).
+DJANGO_SETTINGS = frozenset({"DATABASE", "MANAGER"})
 _ADAPTER_SETTINGS = frozenset({"AUTHENTICATOR", *RULE_SETTINGS, *DJANGO_SETTINGS})
 _built: dict[str, Any] = {}
 
@@ -123,25 +124,28 @@ def get_store() -> KeyStore:
 
 
 def get_manager() -> KeyManager:
-    """A :class:`~skaala_auth.KeyManager` on :func:`get_store`'s store, with the service's
-    ``PEPPER`` and ``HASH_ALGORITHM`` (keys made without them would never authenticate).
+    """The :class:`~skaala_auth.KeyManager` of ``SKAALA_AUTH``: ``"MANAGER"`` (a manager, a
+    dotted path to one, or a callable returning one), else a manager on the authenticator's
+    store with its pepper and digest algorithm (keys made without them would never
+    authenticate). What the admin uses.
 
     .. versionadded:: 0.4.0
     """
-    options = _options()
-    try:
-        pepper = parse_setting("PEPPER", options["PEPPER"]) if "PEPPER" in options else None
-        algorithm = options.get("HASH_ALGORITHM")
-        if algorithm is not None:
-            algorithm = parse_setting("HASH_ALGORITHM", algorithm)
-    except ConfigurationError as error:
-        raise ImproperlyConfigured(f"SKAALA_AUTH: {error}") from error
-    if "AUTHENTICATOR" in options:
-        hasher = get_authenticator().hasher
-        manager = KeyManager(get_authenticator().store)
-        manager.hasher = hasher
+    custom = _options().get("MANAGER")
+    if custom is None:
+        authenticator = get_authenticator()
+        manager = KeyManager(authenticator.store)
+        manager.hasher = authenticator.hasher
         return manager
-    return KeyManager(get_store(), pepper=pepper, hash_algorithm=algorithm)
+    if isinstance(custom, str):
+        custom = import_string(custom)
+    if not isinstance(custom, KeyManager) and callable(custom):
+        custom = custom()
+    if not isinstance(custom, KeyManager):
+        raise ImproperlyConfigured(
+            "SKAALA_AUTH['MANAGER'] must name a KeyManager or a callable returning one"
+        )
+    return custom
 
 
 def get_authenticator() -> Authenticator:

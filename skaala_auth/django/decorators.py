@@ -46,12 +46,7 @@ def requires_scope(
 
     .. versionadded:: 0.1.0
     """
-    endpoint = Endpoint(
-        tuple(scopes),
-        team_param,
-        credentials=credentials,
-        roles=None if roles is None else frozenset(roles),
-    )
+    endpoint = Endpoint.declare(scopes, team_param, credentials=credentials, roles=roles)
 
     def decorate(view: F) -> F:
         if iscoroutinefunction(view):
@@ -109,11 +104,8 @@ class ScopeRequiredMixin:
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         dispatch = super().dispatch  # type: ignore[misc]
-        endpoint = Endpoint(
-            tuple(self.required_scopes),
-            self.team_param,
-            credentials=self.credentials,
-            roles=None if self.roles is None else frozenset(self.roles),
+        endpoint = Endpoint.declare(
+            self.required_scopes, self.team_param, credentials=self.credentials, roles=self.roles
         )
         if getattr(self, "view_is_async", False):
 
