@@ -195,6 +195,29 @@ class TestActions:
             hours=25
         )
 
+    def test_if_a_revoked_key_is_rotated_then_refused_with_a_message(
+        self, staff: Client, manager: KeyManager
+    ) -> None:
+        _, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        manager.revoke_key(record.id)
+        answer = staff.post(
+            KEYS, {"action": "rotate_keys", "_selected_action": [record.id]}, follow=True
+        )
+        assert b"cannot be rotated" in answer.content
+        assert ApiKeyModel.objects.count() == 1
+        assert_secret_free(answer.content.decode())
+
+    def test_if_a_key_is_pasted_as_a_new_name_then_refused_and_not_echoed(
+        self, staff: Client, manager: KeyManager
+    ) -> None:
+        _, record = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:calls"])
+        pasted = generate_key()
+        answer = staff.post(
+            f"{KEYS}{record.id}/change/", {"name": pasted, "scopes": ["read:calls"]}
+        )
+        assert answer.status_code == 200 and b"never paste a key here" in answer.content
+        assert ApiKeyModel.objects.get(id=record.id).name == ""
+
     def test_if_a_key_is_edited_then_the_change_reaches_the_authenticator(
         self, staff: Client, manager: KeyManager
     ) -> None:

@@ -57,12 +57,38 @@ class NotCalls(Caller):
     permission_classes = [HasScopes() & ~HasScopes("read:calls")]
 
 
+class Nested(Caller):
+    """Our operators all the way: either scope, or a staff session."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [(HasScopes("read:bookings") | HasScopes("read:calls")) | IsAdminUser]
+
+
+class NotEither(Caller):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScopes() & ~(HasScopes("read:bookings") | HasScopes("read:calls"))]
+
+
+class ObjectLevel(Caller):
+    """``|`` on object permissions: checked by the view, as GenericAPIView.get_object does."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScopes("read:bookings") | HasScopes("read:calls")]
+
+    def get(self, request: Request, team_id: str) -> Response:
+        self.check_object_permissions(request, object())
+        return super().get(request, team_id)
+
+
 urls = types.ModuleType("drf_urls")
 urls.urlpatterns = [  # type: ignore[attr-defined]
     path("teams/<str:team_id>/key-or-staff", KeyOrStaff.as_view()),
     path("teams/<str:team_id>/both", Both.as_view()),
     path("teams/<str:team_id>/either", Either.as_view()),
     path("teams/<str:team_id>/not-calls", NotCalls.as_view()),
+    path("teams/<str:team_id>/nested", Nested.as_view()),
+    path("teams/<str:team_id>/not-either", NotEither.as_view()),
+    path("teams/<str:team_id>/object-level", ObjectLevel.as_view()),
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -146,6 +172,9 @@ class TestComposition:
             ("both", {"read:bookings+read:calls"}),
             ("either", {"read:bookings", "read:calls", "read:bookings+read:calls"}),
             ("not-calls", {"read:bookings"}),
+            ("nested", {"read:bookings", "read:calls", "read:bookings+read:calls"}),
+            ("not-either", set()),
+            ("object-level", {"read:bookings", "read:calls", "read:bookings+read:calls"}),
         ],
     )
     def test_if_permissions_are_composed_then_drf_operators_decide(
@@ -158,6 +187,10 @@ class TestComposition:
                 assert "no-store" not in reply.headers.get("Cache-Control", "")
             else:  # the contract's 403, or DRF's where ~ refuses (no key was refused)
                 assert reply.status_code == 403
+
+    def test_if_a_nested_or_ends_in_a_staff_check_then_a_staff_session_gets_in(self) -> None:
+        assert staff_client().get("/teams/team_1/nested").json()["by"] == "session"
+        assert staff_client(is_staff=False).get("/teams/team_1/nested").status_code == 403
 
     def test_if_the_team_is_another_then_every_composition_refuses(
         self, keys: dict[str, str]

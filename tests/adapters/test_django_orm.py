@@ -11,6 +11,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ from skaala_auth import (  # noqa: E402
     KeyManager,
     SQLiteKeyStore,
 )
-from skaala_auth.django import get_authenticator, get_store, requires_scope  # noqa: E402
+from skaala_auth.django import (  # noqa: E402
+    get_authenticator,
+    get_manager,
+    get_store,
+    requires_scope,
+)
 from skaala_auth.django.models import ApiKeyModel, ChangeModel, MemberModel  # noqa: E402
 from skaala_auth.django.store import DjangoKeyStore, announce_keys  # noqa: E402
 from skaala_auth.keys import generate_key  # noqa: E402
@@ -180,6 +186,63 @@ def test_if_a_router_places_the_app_then_the_store_and_the_admin_follow(
         with pytest.raises(InvalidKeyError):
             authenticator.verify(key)
     clear(postgres_alias)
+
+
+class TestRecords:
+    def test_if_rows_are_read_as_records_then_they_equal_the_stores_records(
+        self, orm_store: DjangoKeyStore, orm_key: tuple[str, str], database: str
+    ) -> None:
+        row = ApiKeyModel.objects.using(database).get(id=orm_key[1])
+        assert row.to_record() == orm_store.get_key(orm_key[1])
+        assert row.digest not in repr(row) + str(row)
+        member = MemberModel.objects.using(database).get(team_id="team_1", user_id="user_1")
+        assert member.to_record() == orm_store.get_member("team_1", "user_1")
+
+    def test_if_use_tz_is_off_then_times_still_round_trip_exactly(
+        self, orm_store: DjangoKeyStore
+    ) -> None:
+        from tests.stores.test_store_contract import key as contract_key
+
+        with override_settings(USE_TZ=False):
+            orm_store.insert_key(contract_key(7), "d7")
+            stored = orm_store.get_key("key_7")
+            revoked = orm_store.revoke_key("key_7", contract_key(7).expires_at)
+        assert stored == contract_key(7)
+        assert revoked is not None and revoked.revoked_at == contract_key(7).expires_at
+
+    def test_if_a_time_is_naive_then_the_store_refuses_it(self, orm_store: DjangoKeyStore) -> None:
+        with pytest.raises(ValueError, match="timezone-aware"):
+            orm_store.revoke_key("key_1", datetime(2027, 1, 1))
+
+
+class TestTheManager:
+    def test_if_the_service_has_a_pepper_then_the_admins_keys_are_made_with_it(self) -> None:
+        migrate("default")
+        clear("default")
+        with override_settings(SKAALA_AUTH={"PEPPER": "s3cret-pepper-for-tests"}):
+            manager = get_manager()
+            manager.add_member(team_id="team_1", user_id="u1", role="owner")
+            key, record = manager.create_key(team_id="team_1", user_id="u1", scopes=["read:calls"])
+            assert get_authenticator().verify(key).key_id == record.id
+            with Authenticator(DjangoKeyStore("default")) as unpeppered:
+                with pytest.raises(InvalidKeyError):
+                    unpeppered.verify(key)
+        clear("default")
+
+    def test_if_manager_names_a_factory_then_it_is_the_manager(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        custom = KeyManager(DjangoKeyStore("default"))
+        module = types.ModuleType("skaala_test_managers")
+        module.build = lambda: custom  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "skaala_test_managers", module)
+        with override_settings(SKAALA_AUTH={"MANAGER": "skaala_test_managers.build"}):
+            assert get_manager() is custom
+        with (
+            override_settings(SKAALA_AUTH={"MANAGER": 42}),
+            pytest.raises(ImproperlyConfigured, match="MANAGER"),
+        ):
+            get_manager()
 
 
 class TestWritesThroughTheOrm:
