@@ -250,8 +250,8 @@ def check_database(
                 id="skaala_auth.W002",
             )
         ]
-    if ApiKeyModel._meta.db_table in tables:
-        return []
+    if ApiKeyModel._meta.db_table in tables or "django_migrations" not in tables:
+        return []  # migrated, or a database nothing was migrated into yet (its first migrate)
     return [
         Warning(
             f"The key store's tables are missing from the database {alias!r}: every key is "
