@@ -176,6 +176,8 @@ def _pepper() -> str | None:
 def open_store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
     """The store the global options name (a missing SQLite file is an error unless ``create``).
     :func:`main` closes it when the command is done."""
+    if args.given is not None:
+        return args.given  # type: ignore[no-any-return]
     store = _open_store(args, create=create)
     args.opened.append(store)
     return store
@@ -208,10 +210,13 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> KeyStore:
 
 def cmd_init(args: argparse.Namespace) -> int:
     store = open_store(args, create=True)
-    migrate = getattr(store, "migrate", None)  # PostgreSQL: the tables are made on first use
+    migrate = getattr(store, "migrate", None)  # PostgreSQL, Django: the tables are made here
     if migrate is not None:
         migrate()
-    where = str(store) if args.dsn else str(_db_path(args).resolve())
+    if args.given is not None:
+        where = args.where
+    else:
+        where = str(store) if args.dsn else str(_db_path(args).resolve())
     _emit(args, {"database": where}, lambda out: out.write(f"Key database ready: {where}\n"))
     return 0
 
@@ -509,6 +514,8 @@ def cmd_members_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.given is not None:
+        raise CommandError("the demo runs on its own store: use --db PATH or --dsn")
     if args.schema is not None and not args.dsn:
         raise CommandError("--schema names a PostgreSQL schema: use it with --dsn")
     try:
@@ -665,10 +672,21 @@ def _parser() -> _Parser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, store: KeyStore | None = None, where: str = ""
+) -> int:
     """Run the command line; returns the exit status.
 
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        store: the store to work on when neither ``--db`` nor ``--dsn`` is given, instead of
+            the default file (``manage.py skaala_auth`` passes Django's ORM store); the caller
+            keeps it open.
+        where: how ``init`` names that store.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``store`` and ``where``.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -676,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db is not None and args.dsn is not None:
         parser.error("argument --dsn: not allowed with argument --db")
     args.opened = []
+    args.given = store if args.db is None and args.dsn is None else None
+    args.where = where or repr(store)
     try:
         status: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

@@ -283,7 +283,7 @@ def open_store(
 
 
 def authenticator_from_settings(
-    settings: Mapping[str, Any], *, ignore: Iterable[str] = ()
+    settings: Mapping[str, Any], *, ignore: Iterable[str] = (), store: KeyStore | None = None
 ) -> Authenticator:
     """An :class:`~skaala_auth.Authenticator` on the store ``DB`` or ``DSN`` names, with the
     options of :data:`AUTHENTICATOR_SETTINGS` (``PEPPER``, ``CACHE_TTL``, …), each read by
@@ -293,12 +293,16 @@ def authenticator_from_settings(
         settings: upper-case names, as in Django's ``SKAALA_AUTH`` dict.
         ignore: names the caller handles itself (a rules table, say); any other unknown name
             is an error, so a misspelt setting is not silently dropped.
+        store: the store to use instead of the one ``DB`` or ``DSN`` names (Django's ORM
+            store).
 
     Raises:
         ConfigurationError: an unknown setting, a value of the wrong kind, no store, or a
             ``DB`` file that does not exist (without ``CREATE``).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``store``.
     """
     check_names(settings, ignore=ignore)
     options = {
@@ -314,7 +318,8 @@ def authenticator_from_settings(
     verifier = session_verifier_from_settings(settings)
     if verifier is not None:
         options["session_verifier"] = verifier
-    store = store_from_settings(settings)
+    if store is None:
+        store = store_from_settings(settings)
     try:
         return Authenticator(store, **options)
     except (TypeError, ValueError) as error:

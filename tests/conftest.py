@@ -16,8 +16,9 @@ import pytest
 
 from skaala_auth import Authenticator, KeyManager, MemoryKeyStore, SQLiteKeyStore
 
-# The leak check runs after every test (see tests/leakcheck.py).
-pytest_plugins = ("tests.leakcheck",)
+# The leak check runs after every test (see tests/leakcheck.py); the ORM store's databases are
+# fixtures of the whole session (see tests/django_orm.py: Django is imported only when used).
+pytest_plugins = ("tests.leakcheck", "tests.django_orm")
 
 START = 1_800_000_000.0  # 2027-01-15, a fixed instant for every test clock
 

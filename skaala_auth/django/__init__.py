@@ -3,9 +3,9 @@ the Django REST framework classes.
 
 ::
 
-    INSTALLED_APPS = [..., "skaala_auth.django"]          # for `manage.py skaala_auth`
+    INSTALLED_APPS = [..., "skaala_auth.django"]          # the key store's models: migrate
     MIDDLEWARE = [..., "skaala_auth.django.ApiKeyMiddleware"]
-    SKAALA_AUTH = {"DB": BASE_DIR / "keys.db"}
+    SKAALA_AUTH = {}                                      # keys in the project's database
 
     from skaala_auth.django import requires_scope
 
@@ -14,6 +14,8 @@ the Django REST framework classes.
         return JsonResponse({"team": request.principal.team_id})
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.4.0
+   Keys in the project's database (the ORM store, the default), their admin; ``get_manager``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
         "skaala_auth.django needs Django: pip install 'skaala-auth[django]'"
     ) from error
 
-from .conf import get_authenticator, get_rules, get_store
+from .conf import get_authenticator, get_manager, get_rules, get_store
 from .decorators import ScopeRequiredMixin, requires_scope
 from .middleware import ApiKeyMiddleware, error_response
 
@@ -34,6 +36,7 @@ __all__ = [
     "ScopeRequiredMixin",
     "error_response",
     "get_authenticator",
+    "get_manager",
     "get_rules",
     "get_store",
     "requires_scope",

@@ -59,6 +59,7 @@ def requires_scope(
                 return await view(request, *args, **kwargs)
 
             async_view.csrf_exempt = True  # type: ignore[attr-defined]
+            async_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
             return cast(F, async_view)
 
         @functools.wraps(view)
@@ -72,6 +73,8 @@ def requires_scope(
         # answer a key-authenticated POST with its HTML 403, and a key is no ambient
         # credential; a session cookie is, and the core checks its Origin itself (403 JSON).
         sync_view.csrf_exempt = True  # type: ignore[attr-defined]
+        # What the system check (skaala_auth.E010) compares with the registered scopes.
+        sync_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
         return cast(F, sync_view)
 
     return decorate

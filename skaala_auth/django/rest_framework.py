@@ -18,12 +18,21 @@ with DRF's ``JSONRenderer``; another renderer renders the same object its own wa
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 try:
     from rest_framework.authentication import BaseAuthentication
     from rest_framework.exceptions import APIException
-    from rest_framework.permissions import BasePermission
+    from rest_framework.permissions import (
+        AND,
+        NOT,
+        OR,
+        BasePermission,
+        OperandHolder,
+        OperationHolderMixin,
+        SingleOperandHolder,
+    )
     from rest_framework.request import Request
     from rest_framework.views import APIView
 except ImportError as error:  # pragma: no cover - depends on the installed extras
@@ -116,8 +125,16 @@ class ApiKeyAuthentication(BaseAuthentication):  # type: ignore[misc]
         return 'Bearer realm="api"'
 
 
-class HasScopes(BasePermission):  # type: ignore[misc]
+class HasScopes(OperationHolderMixin, BasePermission):  # type: ignore[misc]
     """Require a valid key with every one of the scopes (AND).
+
+    Composes with DRF's operators, instances and classes alike:
+    ``HasScopes("read:calls") | HasScopes("read:bookings")`` (either),
+    ``HasScopes("read:calls") & IsAuthenticated``, ``~HasScopes("webhooks:manage")``.
+    In an expression that starts with a ``HasScopes``, a key refused for its scopes or team
+    (403) by one side of ``|`` lets the other side grant, and ``~`` grants it; only when
+    nothing grants is the refusal answered (put ``HasScopes`` first: DRF's own ``|``, after
+    another permission class, does not look past a refusal).
 
     Give the scopes to the permission (``permission_classes = [HasScopes("read:bookings")]``),
     or list the class and set ``required_scopes`` on the view. The team is the view's
@@ -132,6 +149,8 @@ class HasScopes(BasePermission):  # type: ignore[misc]
     that defines its own ``options`` handler is not granted one.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       Instances compose with ``|``, ``&`` and ``~``.
     """
 
     def __init__(self, *scopes: str) -> None:
@@ -140,6 +159,22 @@ class HasScopes(BasePermission):  # type: ignore[misc]
     def __call__(self) -> HasScopes:
         # DRF instantiates each entry of permission_classes; an instance stands for itself.
         return self
+
+    # Our operators, not DRF's (see _KeyOr): the expression stays ours as it grows.
+    def __or__(self, other: Any) -> _Holder:
+        return _Holder(_KeyOr, self, other)
+
+    def __ror__(self, other: Any) -> _Holder:
+        return _Holder(_KeyOr, other, self)
+
+    def __and__(self, other: Any) -> _Holder:
+        return _Holder(AND, self, other)
+
+    def __rand__(self, other: Any) -> _Holder:
+        return _Holder(AND, other, self)
+
+    def __invert__(self) -> SingleOperandHolder:
+        return SingleOperandHolder(_KeyNot, self)
 
     def has_permission(self, request: Request, view: Any) -> bool:
         django_request = request._request
@@ -163,6 +198,90 @@ class HasScopes(BasePermission):  # type: ignore[misc]
         return outcome is not None
 
 
+class _Holder(OperandHolder):  # type: ignore[misc]
+    """DRF's operand holder, whose own ``|`` and ``~`` are ours too."""
+
+    def __or__(self, other: Any) -> _Holder:
+        return _Holder(_KeyOr, self, other)
+
+    def __ror__(self, other: Any) -> _Holder:
+        return _Holder(_KeyOr, other, self)
+
+    def __and__(self, other: Any) -> _Holder:
+        return _Holder(AND, self, other)
+
+    def __rand__(self, other: Any) -> _Holder:
+        return _Holder(AND, other, self)
+
+    def __invert__(self) -> SingleOperandHolder:
+        return SingleOperandHolder(_KeyNot, self)
+
+
+def _refused_for_scope(error: ApiKeyRefused) -> bool:
+    """A valid key without the scopes or team asked for: another permission may still grant.
+    (An invalid key, an outage, a rate limit: never.)"""
+    return error.status_code == 403
+
+
+class _KeyOr(OR):  # type: ignore[misc]
+    """DRF's ``|``, looking past a key's 403 on one side to the other side."""
+
+    def _either(self, view: Any, check: Callable[[Any], bool]) -> bool:
+        saved = _headers(view)
+        refusal: ApiKeyRefused | None = None
+        for operand in (self.op1, self.op2):
+            try:
+                if check(operand):
+                    if refusal is not None:
+                        _restore(view, saved)  # the refusal's headers go out with no grant
+                    return True
+            except ApiKeyRefused as error:
+                if not _refused_for_scope(error):
+                    raise
+                refusal = refusal or error
+        if refusal is not None:
+            raise refusal
+        return False
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return self._either(view, lambda operand: bool(operand.has_permission(request, view)))
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        return self._either(
+            view,
+            lambda operand: bool(
+                operand.has_permission(request, view)
+                and operand.has_object_permission(request, view, obj)
+            ),
+        )
+
+
+def _headers(view: Any) -> dict[str, str] | None:
+    headers = getattr(view, "headers", None)
+    return dict(headers) if isinstance(headers, dict) else None
+
+
+def _restore(view: Any, saved: dict[str, str] | None) -> None:
+    """Take back the headers a caught refusal added to the view's response."""
+    if saved is not None:
+        view.headers.clear()
+        view.headers.update(saved)
+
+
+class _KeyNot(NOT):  # type: ignore[misc]
+    """DRF's ``~``: a key refused for its scopes or team is "not granted", so ``~`` grants."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        saved = _headers(view)
+        try:
+            return not self.op1.has_permission(request, view)
+        except ApiKeyRefused as error:
+            if not _refused_for_scope(error):
+                raise
+            _restore(view, saved)
+            return True
+
+
 #: What ApiKeyAuthentication checks: any valid key (the permission checks scopes and team).
 _ANY_KEY = Endpoint((), None, required=False)
 
@@ -172,3 +291,11 @@ def _endpoint(scopes: tuple[str, ...], team_param: str | None) -> Endpoint:
     """One Endpoint per scope set and team parameter, built once (it keeps its bound
     requirements by team), not once per request."""
     return Endpoint(scopes, team_param, required=False)
+
+
+try:  # drf-spectacular: our schemes in the OpenAPI document (registered by importing them)
+    import drf_spectacular  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the installed extras
+    pass
+else:
+    from . import schema  # noqa: F401

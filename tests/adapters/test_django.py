@@ -197,11 +197,10 @@ class TestSettings:
     @pytest.mark.parametrize(
         ("setting", "message"),
         [
-            ({}, "SKAALA_AUTH"),
             ({"AUTHENTICATOR": "skaala_auth.__version__"}, "AUTHENTICATOR"),
             ({"AUTHENTICATOR": 42}, "AUTHENTICATOR"),
         ],
-        ids=["nothing", "not-an-authenticator", "not-callable"],
+        ids=["not-an-authenticator", "not-callable"],
     )
     def test_if_the_setting_is_wrong_then_improperly_configured(
         self, setting: dict[str, Any], message: str
@@ -322,9 +321,34 @@ class TestCommand:
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout) == []
 
-    def test_if_no_store_is_configured_then_the_command_says_so(self) -> None:
-        with override_settings(SKAALA_AUTH={}), pytest.raises(CommandError, match="DB"):
-            call_command("skaala_auth", "keys", "list", "--team", "t")
+    def test_if_no_store_is_named_then_the_command_manages_the_orm_store(self) -> None:
+        from tests.django_orm import clear
+        from tests.django_settings import migrate
+
+        migrate("default")
+        clear("default")
+        try:
+            with override_settings(ROOT_URLCONF=urls, SKAALA_AUTH={}):
+                out = io.StringIO()
+                call_command("skaala_auth", "init", stdout=out)
+                assert "'default'" in out.getvalue() and "migrate" in out.getvalue()
+                call_command(
+                    "skaala_auth", "members", "add", "--team", "team_1", "--user", "u1",
+                    stdout=io.StringIO(),
+                )  # fmt: skip
+                out = io.StringIO()
+                call_command(
+                    "skaala_auth", "--json", "keys", "create", "--team", "team_1", "--user",
+                    "u1", "--scope", "read:bookings", stdout=out,
+                )  # fmt: skip
+                key = json.loads(out.getvalue())["key"]
+                assert Client().get("/teams/team_1/cbv", headers={"X-API-Key": key}).json() == {
+                    "user": "u1"
+                }
+                with pytest.raises(CommandError):
+                    call_command("skaala_auth", "demo", stderr=io.StringIO())
+        finally:
+            clear("default")
 
 
 class TestMoreSettings:
@@ -485,8 +509,24 @@ class TestSystemChecks:
         assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db"}) == ["skaala_auth.E005"]
         assert self.ids(SKAALA_AUTH={"DB": tmp_path / "kyes.db", "CREATE": "true"}) == []
 
-    def test_if_no_store_is_named_then_e004(self) -> None:
-        assert self.ids(SKAALA_AUTH={"CACHE_TTL": 5}) == ["skaala_auth.E004"]
+    def test_if_no_store_is_named_then_the_orm_store_needs_nothing_more(self) -> None:
+        assert self.ids(SKAALA_AUTH={"CACHE_TTL": 5}) == []
+        assert self.ids(SKAALA_AUTH={"DATABASE": "postgres"}) == []
+
+    @pytest.mark.parametrize(
+        "setting",
+        [{"DB": "k.db", "DSN": "postgresql://x/y"}, {"DATABASE": "default", "DB": "k.db"}],
+        ids=["db-and-dsn", "database-and-db"],
+    )
+    def test_if_two_stores_are_named_then_e004(self, setting: dict[str, Any]) -> None:
+        assert self.ids(SKAALA_AUTH=setting) == ["skaala_auth.E004"]
+
+    def test_if_the_database_is_no_alias_then_e008(self) -> None:
+        assert self.ids(SKAALA_AUTH={"DATABASE": "keys"}) == ["skaala_auth.E008"]
+
+    def test_if_the_db_file_is_not_sqlite_then_e005(self, tmp_path: Path) -> None:
+        (tmp_path / "keys.db").write_text("not a database, a note\n")
+        assert self.ids(SKAALA_AUTH={"DB": tmp_path / "keys.db"}) == ["skaala_auth.E005"]
 
     def test_if_the_authenticator_path_does_not_import_then_e006(self) -> None:
         setting = {"AUTHENTICATOR": "myproject.auth.no_such_authenticator"}
@@ -510,14 +550,109 @@ class TestSystemChecks:
         setting = {"AUTHENTICATOR": auth, "PROTECT": ["/api/"]}
         assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=[]) == ["skaala_auth.E007"]
 
-    def test_if_the_middleware_comes_after_csrf_then_w001(self, auth: Authenticator) -> None:
+    def test_if_the_middleware_comes_after_csrf_where_rules_protect_then_w001(
+        self, auth: Authenticator
+    ) -> None:
         middleware = [
             "django.middleware.csrf.CsrfViewMiddleware",
             "skaala_auth.django.ApiKeyMiddleware",
         ]
-        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == [
-            "skaala_auth.W001"
+        for rules in ({"PROTECT": ["/api/"]}, {"RULES_DEFAULT": "deny"}):
+            setting = {"AUTHENTICATOR": auth, **rules}
+            assert self.ids(SKAALA_AUTH=setting, MIDDLEWARE=middleware) == ["skaala_auth.W001"]
+        # Without rules only the decorators protect, and their views are exempt from CSRF.
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == []
+
+    def test_if_the_middleware_is_listed_twice_then_w003(self, auth: Authenticator) -> None:
+        middleware = [
+            "skaala_auth.django.ApiKeyMiddleware",
+            "skaala_auth.django.middleware.ApiKeyMiddleware",
         ]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == [
+            "skaala_auth.W003"
+        ]
+
+    def test_if_another_frameworks_middleware_is_listed_then_e009(
+        self, auth: Authenticator
+    ) -> None:
+        middleware = ["skaala_auth.starlette.ApiKeyMiddleware"]
+        assert self.ids(SKAALA_AUTH={"AUTHENTICATOR": auth}, MIDDLEWARE=middleware) == [
+            "skaala_auth.E009"
+        ]
+
+    def test_if_a_view_requires_an_unknown_scope_then_e010_naming_it(
+        self, auth: Authenticator
+    ) -> None:
+        from django.core.checks import run_checks
+
+        @requires_scope("read:booking")
+        def typo(request: HttpRequest) -> JsonResponse:
+            raise AssertionError("never called")
+
+        class TypoView(ScopeRequiredMixin, View):
+            required_scopes = ["write:booking"]
+
+        class TypoApi(APIView):
+            permission_classes = [HasScopes("read:calls") | HasScopes("read:cals")]
+
+        module = types.ModuleType("typo_urls")
+        module.urlpatterns = [  # type: ignore[attr-defined]
+            path("typo", typo),
+            path("typo-view", TypoView.as_view()),
+            path("typo-api", TypoApi.as_view()),
+            *urls.urlpatterns,  # type: ignore[attr-defined]
+        ]
+        setting = {"AUTHENTICATOR": auth}
+        assert self.ids(SKAALA_AUTH=setting, ROOT_URLCONF=urls) == []
+        assert self.ids(SKAALA_AUTH=setting, ROOT_URLCONF=module) == ["skaala_auth.E010"] * 3
+        with override_settings(SKAALA_AUTH=setting, ROOT_URLCONF=module):
+            found = " ".join(m.msg for m in run_checks() if m.id == "skaala_auth.E010")
+        for scope in ("read:booking ", "write:booking ", "read:cals ", "TypoView", "TypoApi"):
+            assert scope in found
+        assert "read:calls" not in found
+
+    def test_if_a_drf_view_tries_the_session_first_then_w004(self, auth: Authenticator) -> None:
+        from rest_framework.authentication import SessionAuthentication
+
+        class SessionFirst(APIView):
+            authentication_classes = [SessionAuthentication, ApiKeyAuthentication]
+
+        class KeyFirst(APIView):
+            authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+
+        module = types.ModuleType("order_urls")
+        module.urlpatterns = [  # type: ignore[attr-defined]
+            path("session-first", SessionFirst.as_view()),
+            path("key-first", KeyFirst.as_view()),
+        ]
+        setting = {"AUTHENTICATOR": auth}
+        assert self.ids(SKAALA_AUTH=setting, ROOT_URLCONF=module) == ["skaala_auth.W004"]
+
+    def test_if_the_orm_stores_tables_are_missing_then_w002_on_a_database_check(
+        self, tmp_path: Path
+    ) -> None:
+        from django.core.checks import run_checks
+
+        def database_ids(**overrides: Any) -> list[str]:
+            with override_settings(**overrides):
+                return sorted(
+                    m.id for m in run_checks(databases=["default"]) if m.id.startswith("skaala")
+                )
+
+        from tests.django_settings import migrate
+
+        migrate("default")
+        assert database_ids(SKAALA_AUTH={}) == []
+        from django.db import connections
+
+        with connections["default"].cursor() as cursor:
+            cursor.execute("ALTER TABLE skaala_auth_apikey RENAME TO skaala_auth_apikey_away")
+        try:
+            assert database_ids(SKAALA_AUTH={}) == ["skaala_auth.W002"]
+            assert self.ids(SKAALA_AUTH={}) == []  # not without --database: no I/O by default
+        finally:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("ALTER TABLE skaala_auth_apikey_away RENAME TO skaala_auth_apikey")
 
     def test_if_manage_py_check_runs_then_it_reports_the_missing_store(
         self, tmp_path: Path

@@ -1,5 +1,5 @@
 """``manage.py skaala_auth …``: the ``skaala-auth`` command line, on the store that the
-``SKAALA_AUTH`` setting names.
+``SKAALA_AUTH`` setting names (by default the ORM store, in the project's database).
 
 ::
 
@@ -19,12 +19,14 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from skaala_auth import cli
 from skaala_auth.__about__ import __version__
-from skaala_auth.django.conf import get_authenticator
-from skaala_auth.stores import SQLiteKeyStore
+from skaala_auth.django.conf import get_authenticator, get_store
+from skaala_auth.django.store import DjangoKeyStore
+from skaala_auth.stores import KeyStore, SQLiteKeyStore
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -68,10 +70,11 @@ class Command(BaseCommand):  # type: ignore[misc]
         return f"{cli.PROG} {__version__}"
 
     def handle(self, *args: Any, **options: Any) -> None:
-        argv = [*_store_arguments(), *options["arguments"]]
+        store, where, arguments = _store()
+        argv = [*arguments, *options["arguments"]]
         self.stdout.ending = ""  # the CLI writes whole lines itself
         with _pepper(), contextlib.redirect_stdout(self.stdout):
-            status = cli.main(argv)
+            status = cli.main(argv, store=store, where=where)
         if status:
             raise CommandError(f"skaala-auth exited with status {status}", returncode=status)
 
@@ -81,19 +84,36 @@ class Command(BaseCommand):  # type: ignore[misc]
         super().run_from_argv(argv)
 
 
-def _store_arguments() -> list[str]:
+def _store() -> tuple[KeyStore | None, str, list[str]]:
+    """The store of ``SKAALA_AUTH``: the ORM store (given to the CLI, with how to name it), or
+    the CLI's ``--db``/``--dsn`` options."""
     from django.conf import settings
 
     options = getattr(settings, "SKAALA_AUTH", {})
     if "DSN" in options:
-        return ["--dsn", str(options["DSN"])]
+        return None, "", ["--dsn", str(options["DSN"])]
     if "DB" in options:
-        return ["--db", os.fspath(options["DB"])]
+        return None, "", ["--db", os.fspath(options["DB"])]
     if "AUTHENTICATOR" in options:
         store = get_authenticator().store
         if isinstance(store, SQLiteKeyStore):
-            return ["--db", store.path]
-    raise CommandError("set SKAALA_AUTH['DB'] or ['DSN'] to manage keys from manage.py")
+            return None, "", ["--db", store.path]
+        if isinstance(store, DjangoKeyStore):
+            return store, _where(store), []
+        raise CommandError(
+            "SKAALA_AUTH['AUTHENTICATOR'] has a store manage.py cannot reach: set "
+            "SKAALA_AUTH['DB'] or ['DSN'] to manage keys from manage.py"
+        )
+    try:
+        store = get_store()
+    except ImproperlyConfigured as error:
+        raise CommandError(str(error)) from None
+    assert isinstance(store, DjangoKeyStore)  # noqa: S101 - no DB, DSN, AUTHENTICATOR: the ORM's
+    return store, _where(store), []
+
+
+def _where(store: DjangoKeyStore) -> str:
+    return f"the tables of skaala_auth.django in the database {store.alias!r} (manage.py migrate)"
 
 
 @contextlib.contextmanager
