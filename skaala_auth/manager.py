@@ -30,7 +30,8 @@ from .keys import (
     looks_like_key,
     random_base62,
 )
-from .models import ApiKey, Member, Role, from_epoch, to_epoch
+from .models import ApiKey, Member, RateLimit, Role, freeze_metadata, from_epoch, to_epoch
+from .policy import parse_networks
 from .scopes import ScopeRegistry, default_registry
 from .stores.base import KeyStore
 
@@ -97,6 +98,10 @@ class KeyManager:
         expires_in: timedelta | None = None,
         expires_at: datetime | None = None,
         environment: Environment = "live",
+        rate_limit: RateLimit | str | None = None,
+        remaining: int | None = None,
+        allowed_ips: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key for a member of a team.
 
@@ -108,6 +113,15 @@ class KeyManager:
             expires_in: lifetime from now (default 365 days).
             expires_at: an absolute, timezone-aware expiry instead.
             environment: ``"live"`` (``sk_live_``) or ``"test"`` (``sk_test_``).
+            rate_limit: the key's own rate limit (``"100/minute"`` or a
+                :class:`~skaala_auth.RateLimit`), over the rate limiter's default.
+            remaining: a usage limit: the key works this many times, then answers 429 until
+                refilled (:meth:`refill_key`). ``None``: no limit.
+            allowed_ips: networks (``"203.0.113.0/24"``) the key may be used from; from any
+                other client address it is refused (403). Empty: anywhere.
+            metadata: a small JSON object kept with the key and handed back on the record and
+                the principal (at most :data:`~skaala_auth.models.METADATA_MAX_BYTES`); never
+                logged.
 
         Returns:
             ``(plaintext, record)``. The plaintext is not stored anywhere: show it once.
@@ -117,12 +131,17 @@ class KeyManager:
             UnknownScopeError: a scope is not registered.
             InvalidExpiryError: both expiries given, a naive datetime, or a past expiry.
             ValueError: ``team_id``, ``user_id`` or ``name`` holds an API key (pasted where an
-                id belongs); the message does not repeat it.
+                id belongs); the message does not repeat it. Or a restriction that cannot be
+                used: a malformed rate limit or network, a negative ``remaining``, metadata
+                too large.
 
         .. versionadded:: 0.1.0
+        .. versionchanged:: 0.4.0
+           ``rate_limit``, ``remaining``, ``allowed_ips``, ``metadata``.
         """
         _refuse_keys(team_id=team_id, user_id=user_id, name=name)
         granted = self._validate_scopes(scopes)
+        policy = _policy(rate_limit, remaining, allowed_ips, metadata)
         now = self._now()
         expiry = self._expiry(now, expires_in, expires_at)
         self._require_member(team_id, user_id)
@@ -136,6 +155,7 @@ class KeyManager:
             prefix=display_prefix(plaintext),
             created_at=now,
             expires_at=expiry,
+            **policy,
         )
         self.store.insert_key(record, self.hasher.stored_digest(plaintext))
         return plaintext, record
@@ -487,6 +507,31 @@ class _BatchCheck:
         if expiry is None:
             expiry = self.expiries[expires_in] = self.manager._expiry(self.now, expires_in, None)
         return expiry
+
+
+def _policy(
+    rate_limit: RateLimit | str | None,
+    remaining: int | None,
+    allowed_ips: Iterable[str],
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A key's restrictions, checked, as :class:`ApiKey` fields."""
+    return {
+        "rate_limit": None if rate_limit is None else RateLimit.parse(rate_limit),
+        "remaining": _remaining(remaining),
+        "allowed_ips": tuple(str(network) for network in parse_networks(allowed_ips)),
+        "metadata": freeze_metadata(metadata),
+    }
+
+
+def _remaining(remaining: object) -> int | None:
+    if remaining is None:
+        return None
+    if type(remaining) is not int:
+        raise TypeError("remaining is a number of uses")
+    if remaining < 0:
+        raise ValueError("remaining must not be negative")
+    return remaining
 
 
 def _role(role: Role | str) -> Role:

@@ -65,6 +65,40 @@ def postgres_dsn() -> str:
     return POSTGRES_DSN
 
 
+#: The Redis server the tests that need one use (see DESIGN.md, "Services in tests").
+REDIS_URL = os.environ.get("SKAALA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL, once it has answered; skips (fails under ``CI=true``)
+    without one, as :func:`postgres_dsn` does."""
+    try:
+        import limits  # noqa: F401 - the limiters need it
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3).ping()
+    except Exception as error:
+        reason = f"no Redis at SKAALA_TEST_REDIS_URL ({REDIS_URL}): {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI runs a Redis service: this must not skip)")
+        pytest.skip(reason)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"skaala_test_{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for name in client.scan_iter(f"{prefix}*"):
+        client.delete(name)
+    client.close()
+
+
 @pytest.fixture
 def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     """A schema of this test's own (the store creates it), dropped afterwards."""

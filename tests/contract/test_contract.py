@@ -20,6 +20,7 @@ from skaala_auth import (
     KeyManager,
     MembershipRevokedError,
     MemoryKeyStore,
+    MemoryRateLimiter,
     MissingKeyError,
     Principal,
     RateLimitedError,
@@ -391,6 +392,55 @@ class TestFailures:
     ) -> None:
         call = serve(Authenticator(store, clock=clock, accept_test_keys=True))
         assert call("GET", BOOKINGS, bearer(keys.test_key), "").status == 200
+
+
+class TestRateLimits:
+    """Every answer carries the rate limit state: allowed ones too, in every adapter."""
+
+    def test_if_a_limiter_is_configured_then_allowed_answers_count_down_then_429(
+        self, serve: Serve, store: MemoryKeyStore, clock: Clock, keys: Keys
+    ) -> None:
+        pytest.importorskip("limits")
+        limiter = MemoryRateLimiter(limit=3, window=60)
+        call = serve(Authenticator(store, clock=clock, rate_limiter=limiter))
+        for remaining in (2, 1, 0):
+            reply = call("GET", BOOKINGS, bearer(keys.read), "")
+            assert reply.status == 200
+            assert reply.headers["x-ratelimit-limit"] == "3"
+            assert reply.headers["x-ratelimit-remaining"] == str(remaining)
+            assert 1 <= int(reply.headers["x-ratelimit-reset"]) <= 60
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(keys.read), "")
+        assert_refused(reply, RateLimitedError(limit=3, reset=60))
+        assert reply.headers["x-ratelimit-limit"] == "3"
+        assert reply.headers["x-ratelimit-remaining"] == "0"
+        assert 1 <= int(reply.headers["retry-after"]) <= 60
+        assert reply.headers["x-ratelimit-reset"] == reply.headers["retry-after"]
+
+    def test_if_a_key_has_its_own_limit_then_its_answers_say_so(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        pytest.importorskip("limits")
+        key, _ = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:bookings"], rate_limit="1/hour"
+        )
+        limiter = MemoryRateLimiter(limit=100, window=60)
+        call = serve(Authenticator(store, clock=clock, rate_limiter=limiter))
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert reply.status == 200
+        assert reply.headers["x-ratelimit-limit"] == "1"
+        assert reply.headers["x-ratelimit-remaining"] == "0"
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert_refused(reply, RateLimitedError(limit=1, reset=3600))
+        assert 3500 < int(reply.headers["retry-after"]) <= 3600
+
+    def test_if_no_limiter_is_configured_then_no_rate_limit_headers(
+        self, api: Api, keys: Keys
+    ) -> None:
+        reply = api.get(BOOKINGS, bearer(keys.read))
+        assert reply.status == 200
+        assert not any(name.startswith("x-ratelimit") for name in reply.headers)
 
 
 class TestLogs:
