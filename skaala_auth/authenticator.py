@@ -49,7 +49,7 @@ from .sessionflow import (
     default_role_scopes,
     normalize_origins,
 )
-from .stores.base import Change, KeyStore
+from .stores.base import Change, KeyStore, PolicyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
@@ -360,6 +360,8 @@ class Authenticator:
         else:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
+        if client is not None and auth.trusted_proxies:  # behind a proxy: read it while here
+            client = client_address(client, headers, auth.trusted_proxies)
         del headers  # they carry the key: out of this frame while the store is asked
         if type(step) is Principal:  # a cached key: nothing more to do
             return step
@@ -426,6 +428,8 @@ class Authenticator:
         else:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
+        if client is not None and auth.trusted_proxies:  # behind a proxy: read it while here
+            client = client_address(client, headers, auth.trusted_proxies)
         del headers
         if type(step) is Principal:
             return step
@@ -654,17 +658,15 @@ def _limit(flow: Flow, step: Admit) -> RateLimitState | BaseException | None:
         return error
 
 
-def _use(store: KeyStore, step: Admit) -> int | None:
-    """Use the key once in the store (a usage limit): the uses left, or ``None`` for none.
+def _use(store: KeyStore, step: Admit) -> bool:
+    """Take one use of the key in the store (a usage limit): ``False`` when none was left.
 
     Raises:
         TypeError: the store cannot count uses (a 503: the limit cannot be enforced).
     """
-    use_key = getattr(store, "use_key", None)
-    if use_key is None:
+    if not isinstance(store, PolicyStore):
         raise TypeError(f"{type(store).__name__} cannot count a key's uses (no use_key)")
-    left: int | None = use_key(step.principal.key_id)
-    return left
+    return store.use_key(step.principal.key_id or "")
 
 
 def _jwks_timeout() -> JwksUnavailableError:

@@ -869,9 +869,9 @@ class Flow:
           key's IP allow-list (outside it, or unknown: 403);
         - ``LIMIT`` — ``result`` is what the blocking limiter's ``check`` returned, or the
           exception it raised (429 / 503);
-        - ``USE`` — ``result`` is what the store's ``use_key`` returned: the uses left after
-          this one, ``None`` when none was left (429), or the
-          :class:`~skaala_auth.AuthError` of a store failure (503).
+        - ``USE`` — ``result`` is what the store's ``use_key`` returned: ``True`` when a use
+          was left, ``False`` when none was (429), or the :class:`~skaala_auth.AuthError` of a
+          store failure (503).
 
         Order: IP allow-list → rate limit → usage (a refused request uses nothing). Returns the
         next step, or the outcome.
@@ -892,7 +892,7 @@ class Flow:
         elif need is USE:
             if isinstance(result, AuthError):
                 return self.audited(result, principal=principal)
-            if result is None:
+            if result is not True:
                 return self.audited(UsageLimitExceededError(), principal=principal)
         return self._proceed(step)
 

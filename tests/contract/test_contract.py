@@ -17,6 +17,7 @@ from skaala_auth import (
     InsufficientScopeError,
     InvalidKeyError,
     InvalidRequestError,
+    IpNotAllowedError,
     KeyManager,
     MembershipRevokedError,
     MemoryKeyStore,
@@ -27,6 +28,7 @@ from skaala_auth import (
     RateLimiterUnavailableError,
     StoreUnavailableError,
     TeamMismatchError,
+    UsageLimitExceededError,
     generate_key,
 )
 
@@ -441,6 +443,73 @@ class TestRateLimits:
         reply = api.get(BOOKINGS, bearer(keys.read))
         assert reply.status == 200
         assert not any(name.startswith("x-ratelimit") for name in reply.headers)
+
+
+class TestKeyPolicies:
+    """A key's own restrictions answer with the contract's 401/403/429 in every adapter (the
+    test clients all send from 127.0.0.1)."""
+
+    def create(self, manager: KeyManager, **policy: object) -> tuple[str, str]:
+        key, record = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:bookings"], **policy
+        )
+        return key, record.id
+
+    def test_if_a_key_is_disabled_then_401_invalid_and_200_once_enabled(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager)
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200  # cached now
+        manager.disable_key(key_id)
+        CALLS.clear()
+        assert_refused(call("GET", BOOKINGS, bearer(key), ""), InvalidKeyError())
+        manager.enable_key(key_id)
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200
+
+    def test_if_a_key_is_used_from_outside_its_allow_list_then_403(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        inside, _ = self.create(manager, allowed_ips=["127.0.0.0/8"])
+        outside, _ = self.create(manager, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(inside), "").status == 200
+        CALLS.clear()
+        # A forwarded address from an untrusted client is not read.
+        forged = [*bearer(outside), ("X-Forwarded-For", "203.0.113.9")]
+        assert_refused(call("GET", BOOKINGS, forged, ""), IpNotAllowedError())
+
+    def test_if_the_client_is_a_trusted_proxy_then_the_forwarded_address_is_checked(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, _ = self.create(manager, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock, trusted_proxies=["127.0.0.1/32"]))
+        forwarded = [*bearer(key), ("X-Forwarded-For", "198.51.100.1, 203.0.113.9")]
+        assert call("GET", BOOKINGS, forwarded, "").status == 200
+        CALLS.clear()
+        spoofed = [*bearer(key), ("X-Forwarded-For", "203.0.113.9, 198.51.100.1")]
+        assert_refused(call("GET", BOOKINGS, spoofed, ""), IpNotAllowedError())
+
+    def test_if_a_key_has_used_its_uses_then_429_until_refilled(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager, remaining=2)
+        call = serve(Authenticator(store, clock=clock))
+        assert [call("GET", BOOKINGS, bearer(key), "").status for _ in range(2)] == [200, 200]
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert_refused(reply, UsageLimitExceededError())
+        assert "retry-after" not in reply.headers
+        manager.refill_key(key_id, 1)
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200
+
+    def test_if_a_key_is_out_of_its_allow_list_then_it_uses_nothing(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager, remaining=1, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(key), "").status == 403
+        assert manager.get_key(key_id).remaining == 1
 
 
 class TestLogs:
