@@ -22,6 +22,7 @@ from .errors import (
     InvalidKeyError,
     InvalidRequestError,
     InvalidSessionError,
+    IpNotAllowedError,
     JwksUnavailableError,
     KeyManagementError,
     KeyNotFoundError,
@@ -40,12 +41,13 @@ from .errors import (
     StoreUnavailableError,
     TeamMismatchError,
     UnknownScopeError,
+    UsageLimitExceededError,
 )
 from .hashing import Hasher
 from .keys import KEY_PATTERN, display_prefix, generate_key, is_well_formed, parse_key
 from .manager import KeyManager
-from .models import ApiKey, Member, Principal, Role
-from .ratelimit import RateLimiter
+from .models import ApiKey, Member, Principal, RateLimit, RateLimitState, Role
+from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .scopes import DEFAULT_SCOPES, ScopeRegistry
 from .stores import KeyStore, MemoryKeyStore, SQLiteKeyStore
 
@@ -64,6 +66,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidRequestError",
     "InvalidSessionError",
+    "IpNotAllowedError",
     "JwksUnavailableError",
     "KEY_PATTERN",
     "KeyManagementError",
@@ -73,16 +76,20 @@ __all__ = [
     "Member",
     "MembershipRevokedError",
     "MemoryKeyStore",
+    "MemoryRateLimiter",
     "MissingKeyError",
     "MissingSessionError",
     "NotAMemberError",
     "NotTeamMemberError",
     "OriginRejectedError",
     "Principal",
+    "RateLimit",
+    "RateLimitState",
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterUnavailableError",
     "Reason",
+    "RedisRateLimiter",
     "Role",
     "RoleRequiredError",
     "SQLiteKeyStore",
@@ -92,6 +99,7 @@ __all__ = [
     "StoreUnavailableError",
     "TeamMismatchError",
     "UnknownScopeError",
+    "UsageLimitExceededError",
     "__version__",
     "display_prefix",
     "generate_key",

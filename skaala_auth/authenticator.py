@@ -31,12 +31,13 @@ from .cache import KeyCache
 from .credentials import HeadersLike
 from .decision import refusal
 from .digestfilter import DigestFilter
-from .errors import AuthError, ConfigurationError, JwksUnavailableError
-from .flow import AFRESH, Endpoint, Flow, Load, Need, Outcome, RequestFacts
+from .errors import AuthError, ConfigurationError, JwksUnavailableError, StoreUnavailableError
+from .flow import AFRESH, CLIENT, LIMIT, Admit, Endpoint, Flow, Load, Need, Outcome, RequestFacts
 from .hashing import Algorithm, Hasher
 from .lastused import LastUsedRecorder
 from .loading import KeyLoader
-from .models import Principal, Role
+from .models import Principal, RateLimitState, Role
+from .policy import Network, client_address, parse_networks
 from .ratelimit import FailedAuthLimiter, RateLimiter
 from .rules import Requirement, Rules
 from .scopes import ScopeRegistry
@@ -49,7 +50,7 @@ from .sessionflow import (
     default_role_scopes,
     normalize_origins,
 )
-from .stores.base import Change, DigestSource, InvalidationBus, KeyStore
+from .stores.base import Change, DigestSource, InvalidationBus, KeyStore, PolicyStore
 
 __all__ = ["Authenticator", "Clock", "RateLimiter", "override"]
 
@@ -139,8 +140,15 @@ class Authenticator:
             :class:`~skaala_auth.bus.RedisInvalidationBus`): this store's changes are published
             on it, the other processes' heard from it; while it is down, every poll drops the
             cache, as for a PostgreSQL store whose listener is down.
+        trusted_proxies: the networks (CIDRs) of the reverse proxies in front of the service:
+            only when the server's client address is one of them is ``X-Forwarded-For`` read
+            for the client address (its right-most address that is not a trusted proxy), which
+            keys with an IP allow-list are checked against. Default: none — the server's
+            client address is the client.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0
+       ``trusted_proxies``; keys' restrictions (IP allow-lists, usage limits, disabling).
     .. versionchanged:: 0.5.0
        ``digest_filter``, ``unlisted_lookup_rate``, ``failed_auth_limit``,
        ``failed_auth_window`` and ``invalidation_bus``.
@@ -173,8 +181,12 @@ class Authenticator:
         failed_auth_limit: int | None = None,
         failed_auth_window: float = 60.0,
         invalidation_bus: InvalidationBus | None = None,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.store = store
+        self.trusted_proxies: tuple[Network, ...] = parse_networks(
+            trusted_proxies, "trusted_proxies"
+        )
         self.hasher = Hasher(pepper, hash_algorithm)
         self.cache = KeyCache(cache_size, cache_ttl, negative_cache_size, negative_cache_ttl)
         self.clock = clock
@@ -286,7 +298,9 @@ class Authenticator:
         if type(step) is Principal:
             return step
         if isinstance(step, Load):
-            return auth._flow.resume(step, auth._loader.load(step, waited), now)
+            step = auth._flow.resume(step, auth._loader.load(step, waited), now)
+        if type(step) is Admit:
+            return auth._admit(step, facts, waited)
         if type(step) is Membership or type(step) is FetchKeys:
             return auth._session_steps(step, now, waited)
         return step  # type: ignore[return-value]
@@ -314,7 +328,9 @@ class Authenticator:
         if type(step) is Principal:
             return step
         if isinstance(step, Load):
-            return auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
+            step = auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
+        if type(step) is Admit:
+            return await auth._admit_async(step, facts, waited)
         if type(step) is Membership or type(step) is FetchKeys:
             return await auth._session_steps_async(step, now, waited)
         return step  # type: ignore[return-value]
@@ -329,6 +345,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: Literal[True] = True,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal: ...
 
     @overload
@@ -341,6 +358,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: bool,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal | None: ...
 
     def authenticate(
@@ -352,6 +370,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: bool = True,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal | None:
         """Authenticate a request by its headers and decide it.
 
@@ -364,6 +383,9 @@ class Authenticator:
                 (anonymous) instead of raising :class:`~skaala_auth.MissingKeyError`.
             method: the request method, for dashboard sessions: a session cookie on an unsafe
                 method (or an unknown one: ``None``) needs an allowed ``Origin``.
+            client: the client's address as the server saw it, for keys with an IP
+                allow-list (unknown: such a key is refused); ``X-Forwarded-For`` in
+                ``headers`` is read only when it is one of ``trusted_proxies``.
 
         Returns:
             The :class:`~skaala_auth.Principal`.
@@ -384,6 +406,8 @@ class Authenticator:
         else:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
+        if client is not None and auth.trusted_proxies:  # behind a proxy: read it while here
+            client = client_address(client, headers, auth.trusted_proxies)
         del headers  # they carry the key: out of this frame while the store is asked
         if type(step) is Principal:  # a cached key: nothing more to do
             return step
@@ -391,9 +415,11 @@ class Authenticator:
             step = auth._flow.resume(step, auth._loader.load(step, waited), now)
         elif isinstance(step, (Membership, FetchKeys)):
             step = auth._session_steps(step, now, waited)
+        if type(step) is Admit:
+            step = auth._admit(step, client, waited)
         if isinstance(step, AuthError):
             raise step.raisable()
-        return step
+        return step  # type: ignore[return-value]
 
     @overload
     async def authenticate_async(
@@ -405,6 +431,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: Literal[True] = True,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal: ...
 
     @overload
@@ -417,6 +444,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: bool,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal | None: ...
 
     async def authenticate_async(
@@ -428,6 +456,7 @@ class Authenticator:
         query_string: str | bytes | None = None,
         required: bool = True,
         method: str | None = None,
+        client: str | None = None,
     ) -> Principal | None:
         """:meth:`authenticate` for async code: a cache miss waits for the store in a worker
         thread, never on the event loop.
@@ -445,6 +474,8 @@ class Authenticator:
         else:
             need = Requirement(required=required, scopes=tuple(required_scopes), team_id=team_id)
             step = auth._flow.either(headers, query_string, method, need, now)
+        if client is not None and auth.trusted_proxies:  # behind a proxy: read it while here
+            client = client_address(client, headers, auth.trusted_proxies)
         del headers
         if type(step) is Principal:
             return step
@@ -452,9 +483,11 @@ class Authenticator:
             step = auth._flow.resume(step, await auth._loader.load_async(step, waited), now)
         elif isinstance(step, (Membership, FetchKeys)):
             step = await auth._session_steps_async(step, now, waited)
+        if type(step) is Admit:
+            step = await auth._admit_async(step, client, waited)
         if isinstance(step, AuthError):
             raise step.raisable()
-        return step
+        return step  # type: ignore[return-value]
 
     def verify(
         self, key: str, *, required_scopes: Collection[str] = (), team_id: str | None = None
@@ -476,9 +509,11 @@ class Authenticator:
             raise TypeError("verify() needs a key")
         if isinstance(step, Load):
             step = auth._flow.resume(step, auth._loader.load(step, waited), now)
+        if type(step) is Admit:  # no client address: a key with an IP allow-list is refused
+            step = auth._admit(step, None, waited)
         if isinstance(step, AuthError):
             raise step.raisable()
-        return step
+        return step  # type: ignore[return-value]
 
     def authorize(
         self,
@@ -576,6 +611,62 @@ class Authenticator:
         if sessions is not None:
             sessions.invalidate(change)
 
+    # -- admitting a restricted key (I/O) --------------------------------------------------------
+
+    def client_address(self, facts: RequestFacts) -> str | None:
+        """The request's client address: the server's, or behind one of ``trusted_proxies``
+        the right-most untrusted ``X-Forwarded-For`` address.
+
+        .. versionadded:: 0.4.0
+        """
+        return client_address(facts.client, facts.headers, self.trusted_proxies)
+
+    def _client(self, source: RequestFacts | str | None, headers: HeadersLike = ()) -> str | None:
+        if isinstance(source, RequestFacts):
+            return self.client_address(source)
+        return client_address(source, headers, self.trusted_proxies)
+
+    def _admit(self, step: Admit, source: RequestFacts | str | None, waited: float) -> Outcome:
+        """Perform a granted key's admission steps, waiting in this thread (a blocking rate
+        limiter is called here: the sync driver's thread waits anyway)."""
+        flow = self._flow
+        while True:
+            need = step.need
+            result: object
+            if need is CLIENT:
+                result = self._client(source)
+            elif need is LIMIT:
+                result = _limit(flow, step)
+            else:
+                result = self._loader.run(functools.partial(_use, self.store, step), waited)
+            outcome = flow.admit(step, result)
+            if not isinstance(outcome, Admit):
+                return outcome
+            step = outcome
+
+    async def _admit_async(
+        self, step: Admit, source: RequestFacts | str | None, waited: float
+    ) -> Outcome:
+        """:meth:`_admit` for async callers: the limiter and the store are called in a worker
+        thread, never on the event loop."""
+        flow = self._flow
+        while True:
+            need = step.need
+            result: object
+            if need is CLIENT:
+                result = self._client(source)
+            elif need is LIMIT:
+                result = await self._loader.run_async(functools.partial(_limit, flow, step), waited)
+                if isinstance(result, StoreUnavailableError):  # it did not answer in time
+                    result = result.__cause__ or TimeoutError("the rate limiter did not answer")
+            else:
+                job = functools.partial(_use, self.store, step)
+                result = await self._loader.run_async(job, waited)
+            outcome = flow.admit(step, result)
+            if not isinstance(outcome, Admit):
+                return outcome
+            step = outcome
+
     # -- the session steps (I/O) -----------------------------------------------------------------
 
     def _session_steps(
@@ -622,6 +713,27 @@ class Authenticator:
         """The default role resolver: the store's membership table."""
         member = self.store.get_member(team_id, user_id)
         return None if member is None else member.role
+
+
+def _limit(flow: Flow, step: Admit) -> RateLimitState | BaseException | None:
+    """Call the flow's (blocking) limiter for ``step``: its answer, or what it raised."""
+    limiter = flow.limiter
+    assert limiter is not None  # noqa: S101 - a LIMIT step means a limiter
+    try:
+        return limiter.check(step.principal, step.now)
+    except Exception as error:  # a 429, or its backend's failure: the flow sorts them
+        return error
+
+
+def _use(store: KeyStore, step: Admit) -> bool:
+    """Take one use of the key in the store (a usage limit): ``False`` when none was left.
+
+    Raises:
+        TypeError: the store cannot count uses (a 503: the limit cannot be enforced).
+    """
+    if not isinstance(store, PolicyStore):
+        raise TypeError(f"{type(store).__name__} cannot count a key's uses (no use_key)")
+    return store.use_key(step.principal.key_id or "")
 
 
 def _jwks_timeout() -> JwksUnavailableError:

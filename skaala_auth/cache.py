@@ -32,14 +32,17 @@ __all__ = ["Entry", "KeyCache"]
 
 
 class Entry:
-    """A cached grant. ``touch_due`` is when the next last-used mark is owed (mutable)."""
+    """A cached grant. ``touch_due`` is when the next last-used mark is owed (mutable); for a
+    grant with restrictions it stays ``0`` (so that every request of the key reaches the checks
+    in :meth:`~skaala_auth.flow.Flow.admit`) and ``mark_due`` holds that instant instead."""
 
-    __slots__ = ("fresh_until", "grant", "touch_due")
+    __slots__ = ("fresh_until", "grant", "mark_due", "touch_due")
 
     def __init__(self, grant: Grant, fresh_until: float) -> None:
         self.grant = grant
         self.fresh_until = fresh_until
         self.touch_due = 0.0
+        self.mark_due = 0.0
 
 
 class KeyCache:

@@ -116,6 +116,11 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "revoked_at": _time(key.revoked_at),
         "last_used_at": _time(key.last_used_at),
         "rotated_from": key.rotated_from,
+        "disabled_at": _time(key.disabled_at),
+        "rate_limit": None if key.rate_limit is None else str(key.rate_limit),
+        "remaining": key.remaining,
+        "allowed_ips": list(key.allowed_ips),
+        "metadata": dict(key.metadata),
     }
 
 
@@ -230,6 +235,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         name=args.name,
         expires_in=args.expires_in,
         environment="test" if args.test else "live",
+        rate_limit=args.rate_limit,
+        remaining=args.remaining,
+        allowed_ips=args.allowed_ips or (),
+        metadata=args.metadata,
     )
     args.made = record.id
 
@@ -418,6 +427,80 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_disable(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    record = manager.disable_key(args.id)
+    document = _key_json(record)
+    _emit(args, document, lambda out: out.write(f"Disabled {record.id} ({record.prefix}).\n"))
+    return 0
+
+
+def cmd_keys_enable(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    record = manager.enable_key(args.id)
+    document = _key_json(record)
+    _emit(args, document, lambda out: out.write(f"Enabled {record.id} ({record.prefix}).\n"))
+    return 0
+
+
+def cmd_keys_refill(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    record = manager.refill_key(args.id, None if args.unlimited else args.remaining)
+    document = _key_json(record)
+    left = "no usage limit" if record.remaining is None else f"{record.remaining} uses left"
+    _emit(args, document, lambda out: out.write(f"{record.id}: {left}.\n"))
+    return 0
+
+
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    manager = KeyManager(open_store(args), pepper=_pepper())
+    changes: dict[str, Any] = {}
+    if args.no_rate_limit:
+        changes["rate_limit"] = None
+    elif args.rate_limit is not None:
+        changes["rate_limit"] = args.rate_limit
+    if args.any_ip:
+        changes["allowed_ips"] = ()
+    elif args.allowed_ips:
+        changes["allowed_ips"] = args.allowed_ips
+    if args.no_metadata:
+        changes["metadata"] = None
+    elif args.metadata is not None:
+        changes["metadata"] = args.metadata
+    if not changes:
+        raise CommandError("nothing to change: give --rate-limit, --allow-ip or --metadata")
+    record = manager.update_key(args.id, **changes)
+    _emit(args, _key_json(record), lambda out: _print_fields(out, _key_json(record)))
+    return 0
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    """``--metadata``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('a JSON object, such as \'{"plan": "pro"}\'')
+    return value
+
+
+def _policy_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--rate-limit", metavar="LIMIT", help="the key's own rate limit, such as 100/minute"
+    )
+    parser.add_argument(
+        "--allow-ip",
+        dest="allowed_ips",
+        action="append",
+        metavar="CIDR",
+        help="a network the key may be used from (repeat for more), such as 203.0.113.0/24",
+    )
+    parser.add_argument(
+        "--metadata", type=_metadata, metavar="JSON", help="a small JSON object kept with the key"
+    )
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     manager = KeyManager(open_store(args), pepper=_pepper())
     key, record = manager.rotate_key(args.id, grace=args.grace)
@@ -602,6 +685,10 @@ def _parser() -> _Parser:
         "--expires-in", type=parse_duration, metavar="DURATION", help="lifetime (default 365d)"
     )
     create.add_argument("--test", action="store_true", help="make an sk_test_ key")
+    _policy_arguments(create)
+    create.add_argument(
+        "--remaining", type=int, metavar="N", help="a usage limit: the key works N times"
+    )
 
     importing = command(
         keys_commands,
@@ -635,6 +722,21 @@ def _parser() -> _Parser:
             help="find the key by its value, read from standard input (never an argument)",
         )
         sub.set_defaults(parser=sub)
+    disable = command(keys_commands, "disable", cmd_keys_disable, "turn a key off (reversible)")
+    enable = command(keys_commands, "enable", cmd_keys_enable, "turn a disabled key back on")
+    refill = command(keys_commands, "refill", cmd_keys_refill, "set the uses a key has left")
+    update = command(
+        keys_commands, "update", cmd_keys_update, "change a key's rate limit, IPs or metadata"
+    )
+    for sub in (disable, enable, refill, update):
+        sub.add_argument("id", help="the key id (key_…)")
+    uses = refill.add_mutually_exclusive_group(required=True)
+    uses.add_argument("--remaining", type=int, metavar="N", help="uses left from now")
+    uses.add_argument("--unlimited", action="store_true", help="remove the usage limit")
+    _policy_arguments(update)
+    update.add_argument("--no-rate-limit", action="store_true", help="back to the default")
+    update.add_argument("--any-ip", action="store_true", help="remove the IP allow-list")
+    update.add_argument("--no-metadata", action="store_true", help="remove the metadata")
     rotate = command(keys_commands, "rotate", cmd_keys_rotate, "replace a key (new key printed)")
     rotate.add_argument("id", help="the key id (key_…)")
     rotate.add_argument(
@@ -734,7 +836,15 @@ def _refuse_keys(parser: _Parser, args: argparse.Namespace) -> None:
         if any(isinstance(item, str) and looks_like_key(item) for item in values):
             where = _ARGUMENT_NAMES.get(name, "--" + name.replace("_", "-"))
             hint = ""
-            if getattr(args, "keys_command", None) in ("show", "revoke", "rotate"):
+            if getattr(args, "keys_command", None) in (
+                "show",
+                "revoke",
+                "rotate",
+                "disable",
+                "enable",
+                "refill",
+                "update",
+            ):
                 hint = (
                     f"; to find a key by its value, pipe it: {PROG} keys show --key-stdin "
                     f"< key.txt (or keys revoke --key-stdin)"

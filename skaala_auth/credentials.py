@@ -153,7 +153,8 @@ def _scheme(authorization: str) -> tuple[str, str]:
 
 
 def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
-    """The credential headers (and the CORS-preflight marker) of a WSGI environ, or of Django's
+    """The credential headers (and the CORS-preflight marker, and ``X-Forwarded-For``) of a
+    WSGI environ, or of Django's
     ``request.META`` under WSGI and ASGI alike, as the ``(name, value)`` pairs
     :func:`extract_key` takes.
 
@@ -172,6 +173,9 @@ def environ_headers(environ: Mapping[str, object]) -> list[tuple[str, str]]:
     preflight = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
     if isinstance(preflight, str):  # tells a CORS preflight (skaala_auth.flow.is_preflight)
         pairs.append(("access-control-request-method", preflight))
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if isinstance(forwarded, str):  # read only from trusted proxies (skaala_auth.policy)
+        pairs.append(("x-forwarded-for", forwarded))
     carriers = _SESSION_CARRIERS
     if any(key in environ for key, _ in carriers):
         # A dashboard session may be present: its carriers, and what its CSRF check reads.

@@ -6,18 +6,22 @@ Rules of this module:
 - everything expensive (building the :class:`Principal`, converting datetimes) happens once, in
   :meth:`Grant.from_record`, when a key is loaded; :func:`decide` runs on every request.
 
-Order of checks, and so which error wins when several apply: revoked → expired (401, before
-anything else: authentication comes before authorisation) → membership (403) → team (403) →
-scopes (403).
+Order of checks, and so which error wins when several apply: revoked → expired → disabled
+(401, before anything else: authentication comes before authorisation) → membership (403) →
+team (403) → scopes (403). A key's own restrictions (:class:`~skaala_auth.policy.KeyPolicy`:
+its IP allow-list, 403; its usage limit, 429) come after all of these, with the rate limit,
+once the key is granted (see :meth:`skaala_auth.flow.Flow.admit`).
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any
 
 from .errors import (
     AuthError,
@@ -27,7 +31,8 @@ from .errors import (
     Reason,
     TeamMismatchError,
 )
-from .models import KeyRecord, Principal, Role
+from .models import KeyRecord, Principal, Role, freeze_metadata
+from .policy import KeyPolicy, parse_networks
 
 __all__ = ["Grant", "decide", "refusal"]
 
@@ -44,12 +49,17 @@ class Grant:
             its revocation.
         revoked_at: epoch seconds of the revocation, or ``inf``.
         role: the user's role in the key's team at load time; ``None``: no longer a member.
+        disabled_at: epoch seconds from which the key is disabled, or ``inf``.
+        policy: the key's restrictions, ``None`` for a key without any (the usual case: it
+            then costs nothing per request).
     """
 
     principal: Principal
     not_after: float
     revoked_at: float
     role: Role | None
+    disabled_at: float = _NEVER
+    policy: KeyPolicy | None = None
 
     @classmethod
     def from_record(cls, record: KeyRecord) -> Grant:
@@ -69,6 +79,17 @@ class Grant:
         if key.revoked_at is not None and not isinstance(key.revoked_at, datetime):
             raise TypeError(f"key {key.id}: unreadable revocation time")
         revoked = key.revoked_at.timestamp() if key.revoked_at is not None else _NEVER
+        disabled_at = getattr(key, "disabled_at", None)  # a store's record of an older shape
+        if disabled_at is not None and not isinstance(disabled_at, datetime):
+            raise TypeError(f"key {key.id}: unreadable disable time")
+        disabled = disabled_at.timestamp() if disabled_at is not None else _NEVER
+        remaining = getattr(key, "remaining", None)
+        if remaining is not None and type(remaining) is not int:
+            raise TypeError(f"key {key.id}: unreadable usage limit")
+        networks = parse_networks(getattr(key, "allowed_ips", ()))
+        policy = None
+        if networks or remaining is not None:
+            policy = KeyPolicy(networks, remaining is not None)
         principal = Principal(
             key_id=key.id,
             team_id=key.team_id,
@@ -77,8 +98,18 @@ class Grant:
             method="api_key",
             role=record.role,
             key_prefix=key.prefix,
+            metadata=_frozen(getattr(key, "metadata", None)),
+            rate_limit=getattr(key, "rate_limit", None),
         )
-        return cls(principal, min(key.expires_at.timestamp(), revoked), revoked, record.role)
+        not_after = min(key.expires_at.timestamp(), revoked, disabled)
+        return cls(principal, not_after, revoked, record.role, disabled, policy)
+
+
+def _frozen(metadata: object) -> Mapping[str, Any]:
+    """A record's metadata, read-only (a store that hands out a plain dict gets it checked)."""
+    if isinstance(metadata, MappingProxyType):
+        return metadata
+    return freeze_metadata(metadata)  # type: ignore[arg-type]
 
 
 def refusal(
@@ -117,8 +148,11 @@ def decide(
     .. versionadded:: 0.1.0
     """
     if now >= grant.not_after:
-        revoked = now >= grant.revoked_at
-        return InvalidKeyError(reason=Reason.REVOKED if revoked else Reason.EXPIRED)
+        if now >= grant.revoked_at:
+            return InvalidKeyError(reason=Reason.REVOKED)
+        if now >= grant.disabled_at and grant.not_after == grant.disabled_at:
+            return InvalidKeyError(reason=Reason.DISABLED)
+        return InvalidKeyError(reason=Reason.EXPIRED)
     if grant.role is None:
         return MembershipRevokedError()
     principal = grant.principal

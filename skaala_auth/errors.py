@@ -10,7 +10,8 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     │                                                          key in the query string
     ├── MissingKeyError             401  unauthorized         "Missing API key"
     ├── InvalidKeyError             401  unauthorized         "Invalid API key" — reason: malformed,
-    │                                                          unknown, expired, revoked, test_key
+    │                                                          unknown, expired, revoked, disabled,
+    │                                                          test_key
     ├── InvalidSessionError         401  unauthorized         "Invalid session" — a refused
     │                                                          dashboard session (Stack Auth)
     ├── MissingSessionError         401  unauthorized         "Missing session" (session-only
@@ -22,9 +23,12 @@ Adapters never branch on the class of an error: they send ``status_code``, ``hea
     │   ├── NotTeamMemberError                                session user not in the path's team
     │   ├── RoleRequiredError                                 role not allowed (owner/admin only)
     │   ├── SessionRequiredError                              an API key on a session-only endpoint
+    │   ├── IpNotAllowedError                                 a key used from outside its
+    │   │                                                      IP allow-list
     │   └── OriginRejectedError                               CSRF: a cookie-authenticated unsafe
     │                                                          request from another origin
     ├── RateLimitedError            429  rate_limited
+    │   └── UsageLimitExceededError                           a key's usage limit is used up
     └── ServiceUnavailableError     503  service_unavailable
         ├── StoreUnavailableError                             the key store failed or timed out
         └── JwksUnavailableError                              the session signing keys (JWKS)
@@ -63,6 +67,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidRequestError",
     "InvalidSessionError",
+    "IpNotAllowedError",
     "JwksUnavailableError",
     "KeyManagementError",
     "KeyNotFoundError",
@@ -81,6 +86,7 @@ __all__ = [
     "StoreUnavailableError",
     "TeamMismatchError",
     "UnknownScopeError",
+    "UsageLimitExceededError",
 ]
 
 REALM: Final = "api"
@@ -101,12 +107,18 @@ class Reason(StrEnum):
     UNKNOWN = "unknown"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    #: The key is disabled (:meth:`~skaala_auth.KeyManager.disable_key`): reversible.
+    DISABLED = "disabled"
     TEST_KEY = "test_key"
     TEAM_MISMATCH = "team_mismatch"
     MEMBERSHIP_REVOKED = "membership_revoked"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     INVALID_REQUEST = "invalid_request"
     RATE_LIMITED = "rate_limited"
+    #: The key's usage limit (``remaining``) is used up.
+    USAGE_EXHAUSTED = "usage_exhausted"
+    #: The client address is outside the key's IP allow-list.
+    IP_NOT_ALLOWED = "ip_not_allowed"
     STORE_UNAVAILABLE = "store_unavailable"
     #: The rate limiter raised something other than a refusal (its backend is down).
     LIMITER_UNAVAILABLE = "limiter_unavailable"
@@ -438,6 +450,17 @@ class OriginRejectedError(ForbiddenError):
     reason = Reason.ORIGIN
 
 
+class IpNotAllowedError(ForbiddenError):
+    """403: the key may not be used from this client address (its IP allow-list). The address
+    is the server's client address, or behind a trusted proxy the forwarded one.
+
+    .. versionadded:: 0.4.0
+    """
+
+    message = "This API key may not be used from this address"
+    reason = Reason.IP_NOT_ALLOWED
+
+
 class RateLimitedError(AuthError):
     """429: too many requests for this key.
 
@@ -466,6 +489,24 @@ class RateLimitedError(AuthError):
             ("x-ratelimit-remaining", str(self.remaining)),
             ("x-ratelimit-reset", seconds),
         ]
+
+
+class UsageLimitExceededError(RateLimitedError):
+    """429: the key's usage limit is used up (it was created with ``remaining=N`` and has been
+    used N times). It works again once refilled (:meth:`~skaala_auth.KeyManager.refill_key`).
+    No ``Retry-After``: waiting does not help.
+
+    .. versionadded:: 0.4.0
+    """
+
+    message = "This API key's usage limit is used up"
+    reason = Reason.USAGE_EXHAUSTED
+
+    def __init__(self, *, limit: int = 0) -> None:
+        super().__init__(limit=limit, remaining=0, reset=0)
+
+    def headers(self) -> list[tuple[str, str]]:
+        return AuthError.headers(self)
 
 
 class ServiceUnavailableError(AuthError):

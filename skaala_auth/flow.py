@@ -21,6 +21,7 @@ and adds the CORS headers. Elsewhere (a path no rule protects, a public path) it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -33,16 +34,18 @@ from .decision import decide, refusal
 from .errors import (
     AuthError,
     InvalidKeyError,
+    IpNotAllowedError,
     MissingKeyError,
     MissingSessionError,
     RateLimiterUnavailableError,
     Reason,
     RoleRequiredError,
     SessionRequiredError,
+    UsageLimitExceededError,
 )
 from .hashing import Hasher
 from .keys import ANY_PREFIX, LIVE_ONLY, display_prefix, well_formed_bytes
-from .models import Principal, Role
+from .models import Principal, RateLimitState, Role
 from .outage import Outage
 from .rules import OPTIONAL, PUBLIC, UNBOUND_TEAM, Requirement, Rules
 from .sessionflow import FetchKeys, Membership, SessionFlow, normalize_origins
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AFRESH",
     "ANSWER_PREFLIGHT",
+    "Admit",
     "Credentials",
     "PREFLIGHT",
     "Endpoint",
@@ -493,8 +497,74 @@ class Load:
         return f"Load({self.key_prefix!r})"
 
 
-#: The steps a driver performs for the flow: a key look-up, the session JWKS, a session's role.
-Need = Load | FetchKeys | Membership
+class _Stage:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: What an :class:`Admit` asks of its driver (see :meth:`Flow.admit`).
+CLIENT: Final = _Stage("CLIENT")
+LIMIT: Final = _Stage("LIMIT")
+USE: Final = _Stage("USE")
+DONE: Final = _Stage("DONE")
+
+
+class Admit:
+    """A granted key that needs its driver before it is admitted: the request's client address
+    (the key has an IP allow-list), a call to a rate limiter that waits on the network (Redis),
+    or one use counted in the store (the key has a usage limit). The driver performs
+    :attr:`need` and hands the result to :meth:`Flow.admit`, until an outcome comes back.
+
+    Attributes:
+        entry: the cached grant.
+        principal: the granted principal.
+        now: the request's instant.
+        need: ``CLIENT``, ``LIMIT`` or ``USE`` (``None`` before the first stage).
+        state: the rate limit state found so far.
+
+    .. versionadded:: 0.4.0
+    """
+
+    __slots__ = ("entry", "limited", "need", "now", "principal", "state")
+
+    _ORDER: ClassVar[tuple[_Stage, ...]] = (CLIENT, LIMIT, USE, DONE)
+
+    def __init__(self, entry: Entry, principal: Principal, now: float, limited: bool) -> None:
+        self.entry = entry
+        self.principal = principal
+        self.now = now
+        self.limited = limited
+        self.need: _Stage | None = None
+        self.state: RateLimitState | None = None
+
+    def advance(self) -> _Stage:
+        """Move to the next stage that applies: client → limit → use → done."""
+        policy = self.entry.grant.policy
+        order = self._ORDER
+        start = 0 if self.need is None else order.index(self.need) + 1
+        for stage in order[start:]:
+            if (
+                (stage is CLIENT and (policy is None or not policy.networks))
+                or (stage is LIMIT and not self.limited)
+                or (stage is USE and (policy is None or not policy.counted))
+            ):
+                continue
+            self.need = stage
+            return stage
+        raise AssertionError("unreachable: DONE always applies")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"Admit({self.principal.key_prefix!r}, {self.need!r})"
+
+
+#: The steps a driver performs for the flow: a key look-up, the session JWKS, a session's role,
+#: the admission of a restricted key.
+Need = Load | FetchKeys | Membership | Admit
 
 
 class Flow:
@@ -557,7 +627,9 @@ class Flow:
         self._last_used = last_used
         self._interval = last_used_interval
         self._track = track_last_used
-        self._limiter = rate_limiter
+        self._limiter = self.limiter = rate_limiter
+        #: The limiter waits on the network: the driver calls it (see :class:`Admit`).
+        self._limiter_blocking = bool(getattr(rate_limiter, "blocking", False))
         self._limiter_outage = Outage(
             log,
             "the rate limiter failed: requests are refused (503)",
@@ -621,7 +693,7 @@ class Flow:
             if credentials == "session":
                 if extract_key(headers, query) is not None:
                     return self.audited(SessionRequiredError())
-                outcome: Outcome | Load = None
+                outcome: Outcome | Load | Admit = None
             else:
                 outcome = self.start(
                     extract_key(headers, query),
@@ -645,6 +717,10 @@ class Flow:
                 outcome.roles = roles
             elif isinstance(outcome, Principal):
                 return self._role_checked(outcome, roles)
+            elif type(outcome) is Admit:  # checked before the key is admitted (and counted)
+                checked = self._role_checked(outcome.principal, roles)
+                if checked is not outcome.principal:
+                    return checked
         return outcome
 
     def recheck(
@@ -697,7 +773,7 @@ class Flow:
         required: bool,
         now: float,
         client: str | None = None,
-    ) -> Outcome | Load:
+    ) -> Outcome | Load | Admit:
         """Start deciding by a request's headers (and query string)."""
         # The key goes straight into start(), never into a local here: a frame up the stack
         # of a rate limiter or an audit hook (what Sentry-style capture shows) holds no key.
@@ -714,7 +790,7 @@ class Flow:
         now: float,
         required: bool = True,
         client: str | None = None,
-    ) -> Outcome | Load:
+    ) -> Outcome | Load | Admit:
         """Start deciding a presented key (``None``: none was presented; ``required`` says
         whether that is a 401 or anonymous; ``client``: the client's address, for the count of
         failed attempts). This is the hot path: a cached key is decided here, in one call (what
@@ -748,7 +824,9 @@ class Flow:
         del key, data
         return self._decide(entry, scopes, team_id, now, client)
 
-    def resume(self, load: Load, loaded: Entry | AuthError, now: float) -> Principal | AuthError:
+    def resume(
+        self, load: Load, loaded: Entry | AuthError, now: float
+    ) -> Principal | AuthError | Admit:
         """Finish deciding after the driver performed ``load``: ``loaded`` is the cache entry of
         the record found, or the refusal (unknown key: 401; store failure: 503)."""
         if isinstance(loaded, AuthError):
@@ -758,8 +836,13 @@ class Flow:
                     return limited
             return self.audited(loaded, load.key_prefix)
         outcome = self._decide(loaded, load.scopes, load.team_id, now, load.client)
-        if load.roles is not None and isinstance(outcome, Principal):
-            return self._role_checked(outcome, load.roles)
+        if load.roles is not None:
+            if isinstance(outcome, Principal):
+                return self._role_checked(outcome, load.roles)
+            if type(outcome) is Admit:  # checked before the key is admitted (and counted)
+                checked = self._role_checked(outcome.principal, load.roles)
+                if checked is not outcome.principal:
+                    return checked
         return outcome
 
     def settled(self, need: Requirement, found: Principal | None) -> Principal | AuthError | None:
@@ -840,7 +923,7 @@ class Flow:
         team_id: str | None,
         now: float,
         client: str | None = None,
-    ) -> Principal | AuthError:
+    ) -> Principal | AuthError | Admit:
         grant = entry.grant
         outcome = decide(grant, now, scopes, team_id)
         if isinstance(outcome, AuthError):
@@ -851,21 +934,116 @@ class Flow:
             return self.audited(outcome, principal=grant.principal)
         return self._granted(entry, outcome, now)
 
-    def _granted(self, entry: Entry, principal: Principal, now: float) -> Principal | AuthError:
-        """A granted request's side effects: the rate limiter, the last-used mark, the audit."""
-        if self._limiter is not None:
+    def _granted(
+        self, entry: Entry, principal: Principal, now: float
+    ) -> Principal | AuthError | Admit:
+        """A granted request's side effects: the rate limiter, the last-used mark, the audit.
+
+        A key with restrictions (an IP allow-list, a usage limit), or a limiter that waits on
+        the network, needs more than the flow has: an :class:`Admit` step for the driver, which
+        hands it back to :meth:`admit`. A key without any, with no limiter or an inline one, is
+        settled here, as before.
+        """
+        limiter = self._limiter
+        if entry.grant.policy is not None or self._limiter_blocking:
+            return self._proceed(Admit(entry, principal, now, limiter is not None))
+        if limiter is not None:
             try:
-                self._limiter.check(principal, now)
+                state = limiter.check(principal, now)
             except AuthError as error:
                 return self.audited(error, principal=principal)
             except Exception as error:  # its backend is down: fail closed, never a 500
                 return self.audited(self._limiter_failed(error), principal=principal)
             if self._limiter_outage.failing:
                 self._limiter_outage.succeeded()
+            if state is not None:
+                principal = dataclasses.replace(principal, rate_limit_state=state)
         if now >= entry.touch_due:
             entry.touch_due = now + self._interval
             if self._track:
                 self._last_used.mark(principal.key_id or "", now)
+        if self.audit_success:
+            self.emit(AuditEvent.success(principal))
+        return principal
+
+    def admit(self, step: Admit, result: object = None) -> Principal | AuthError | Admit:
+        """Go on admitting a granted key after the driver performed ``step.need``:
+
+        - ``CLIENT`` — ``result`` is the client address (``None``: unknown): checked against the
+          key's IP allow-list (outside it, or unknown: 403);
+        - ``LIMIT`` — ``result`` is what the blocking limiter's ``check`` returned, or the
+          exception it raised (429 / 503);
+        - ``USE`` — ``result`` is what the store's ``use_key`` returned: ``True`` when a use
+          was left, ``False`` when none was (429), or the :class:`~skaala_auth.AuthError` of a
+          store failure (503).
+
+        Order: IP allow-list → rate limit → usage (a refused request uses nothing). Returns the
+        next step, or the outcome.
+
+        .. versionadded:: 0.4.0
+        """
+        principal = step.principal
+        need = step.need
+        if need is CLIENT:
+            policy = step.entry.grant.policy
+            assert policy is not None  # noqa: S101 - only a policy asks for the client
+            if not policy.allows(result if isinstance(result, str) else None):
+                return self.audited(IpNotAllowedError(), principal=principal)
+        elif need is LIMIT:
+            refused = self._limit_result(step, result)
+            if refused is not None:
+                return refused
+        elif need is USE:
+            if isinstance(result, AuthError):
+                return self.audited(result, principal=principal)
+            if result is not True:
+                return self.audited(UsageLimitExceededError(), principal=principal)
+        return self._proceed(step)
+
+    def _limit_result(self, step: Admit, result: object) -> AuthError | None:
+        """Take a limiter's answer (a state, ``None``, or what it raised) into ``step``."""
+        if isinstance(result, AuthError):
+            return self.audited(result, principal=step.principal)
+        if isinstance(result, Exception):
+            return self.audited(self._limiter_failed(result), principal=step.principal)
+        if self._limiter_outage.failing:
+            self._limiter_outage.succeeded()
+        if isinstance(result, RateLimitState):
+            step.state = result
+        return None
+
+    def _proceed(self, step: Admit) -> Principal | AuthError | Admit:
+        """The next stage of ``step`` (an inline limiter is called here), or its outcome."""
+        while True:
+            need = step.advance()
+            if need is LIMIT and not self._limiter_blocking:
+                assert self._limiter is not None  # noqa: S101 - LIMIT means a limiter
+                result: object
+                try:
+                    result = self._limiter.check(step.principal, step.now)
+                except Exception as error:  # AuthError (429) included: _limit_result sorts
+                    result = error
+                refused = self._limit_result(step, result)
+                if refused is not None:
+                    return refused
+                continue
+            if need is not DONE:
+                return step
+            break
+        principal, entry, now = step.principal, step.entry, step.now
+        if step.state is not None:
+            principal = dataclasses.replace(principal, rate_limit_state=step.state)
+        if entry.grant.policy is not None:
+            # touch_due stays 0 for this entry: every request of the key comes back here.
+            due = entry.mark_due
+            if now >= due:
+                entry.mark_due = now + self._interval
+        else:
+            due = entry.touch_due
+            if now >= due:
+                entry.touch_due = now + self._interval
+        if now >= due and self._track:
+            self._last_used.mark(principal.key_id or "", now)
         if self.audit_success:
             self.emit(AuditEvent.success(principal))
         return principal

@@ -34,7 +34,8 @@ from .errors import InvalidExpiryError, KeyNotFoundError, NotAMemberError, Unkno
 from .flow import Endpoint
 from .keys import looks_like_key
 from .manager import DEFAULT_GRACE, KeyManager
-from .models import ApiKey, Member, Principal, Role, from_epoch
+from .models import ApiKey, Member, Principal, RateLimit, Role, freeze_metadata, from_epoch
+from .policy import parse_networks
 
 __all__ = [
     "MANAGE_ROLES",
@@ -102,6 +103,7 @@ ROUTES: Final = (
     Route("list_keys", "GET", "/teams/{team_id}/api-keys"),
     Route("create_key", "POST", "/teams/{team_id}/api-keys"),
     Route("get_key", "GET", "/teams/{team_id}/api-keys/{key_id}"),
+    Route("update_key", "PATCH", "/teams/{team_id}/api-keys/{key_id}"),
     Route("revoke_key", "DELETE", "/teams/{team_id}/api-keys/{key_id}"),
     Route("rotate_key", "POST", "/teams/{team_id}/api-keys/{key_id}/rotate"),
     Route("list_members", "GET", "/teams/{team_id}/members"),
@@ -315,6 +317,11 @@ def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
         "last_used_at": _time(key.last_used_at),
         "revoked_at": _time(key.revoked_at),
         "rotated_from": key.rotated_from,
+        "disabled_at": _time(key.disabled_at),
+        "rate_limit": None if key.rate_limit is None else str(key.rate_limit),
+        "remaining": key.remaining,
+        "allowed_ips": list(key.allowed_ips),
+        "metadata": dict(key.metadata),
     }
 
 
@@ -367,6 +374,45 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             _invalid(f"the field {_shown(name)} is given twice")
         document[name] = value
     return document
+
+
+#: The optional policy fields of a key, at creation and in a ``PATCH``.
+_POLICY_FIELDS: Final = ("rate_limit", "remaining", "allowed_ips", "metadata")
+
+
+def _policy(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy fields present in ``document``, checked (``null`` clears one)."""
+    policy: dict[str, Any] = {}
+    try:
+        if "rate_limit" in document:
+            value = document["rate_limit"]
+            if value is not None and not isinstance(value, str):
+                _invalid("'rate_limit' must be a string such as '100/minute', or null")
+            policy["rate_limit"] = None if value is None else RateLimit.parse(value)
+        if "remaining" in document:
+            value = document["remaining"]
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                _invalid("'remaining' must be a whole number of uses, or null")
+            if value is not None and not 0 <= value <= 2**62:
+                _invalid("'remaining' must not be negative")
+            policy["remaining"] = value
+        if "allowed_ips" in document:
+            value = document["allowed_ips"]
+            if value is None:
+                value = []
+            if not isinstance(value, list) or len(value) > 100:
+                _invalid("'allowed_ips' must be a list of at most 100 networks")
+            if any(isinstance(item, str) and looks_like_key(item) for item in value):
+                _invalid("'allowed_ips' holds an API key: refused (not stored, not repeated)")
+            policy["allowed_ips"] = tuple(str(network) for network in parse_networks(value))
+        if "metadata" in document:
+            value = document["metadata"]
+            if value is not None and not isinstance(value, dict):
+                _invalid("'metadata' must be a JSON object, or null")
+            policy["metadata"] = freeze_metadata(value)
+    except (TypeError, ValueError) as error:
+        _invalid(str(error))
+    return policy
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -518,6 +564,7 @@ class ManagementApi:
             "list_members": self._list_members,
             "add_member": self._add_member,
             "update_member": self._update_member,
+            "update_key": self._update_key,
             "remove_member": self._remove_member,
         }
 
@@ -698,7 +745,8 @@ class ManagementApi:
 
     def _create_key(self, call: _Call) -> ManagementResponse:
         document = _body(call.body, call.content_type, required=True)
-        _fields(document, ("name", "scopes"), ("expires_in",))
+        _fields(document, ("name", "scopes"), ("expires_in", *_POLICY_FIELDS))
+        policy = _policy(document)
         name = _text(document, "name", MAX_NAME)
         scopes = _scopes(document, self.manager)
         seconds = _seconds(document, "expires_in", MIN_EXPIRES_IN, MAX_EXPIRES_IN)
@@ -712,6 +760,7 @@ class ManagementApi:
                     name=name,
                     scopes=scopes,
                     expires_in=expires_in,
+                    **policy,
                 )
             )
         except NotAMemberError:
@@ -722,6 +771,38 @@ class ManagementApi:
 
     def _get_key(self, call: _Call) -> ManagementResponse:
         return _answer(200, {"api_key": key_json(self._key(call), call.now)})
+
+    def _update_key(self, call: _Call) -> ManagementResponse:
+        document = _body(call.body, call.content_type, required=True)
+        _fields(document, (), ("disabled", *_POLICY_FIELDS))
+        if not document:
+            _invalid(
+                "nothing to change: give disabled, rate_limit, remaining, allowed_ips or metadata"
+            )
+        disabled = document.get("disabled")
+        if disabled is not None and not isinstance(disabled, bool):
+            _invalid("'disabled' must be true or false")
+        changes = _policy(document)
+        key = self._key(call)
+        manager = self.manager
+
+        def update() -> ApiKey:
+            found = key
+            if "remaining" in changes:
+                found = manager.refill_key(key.id, changes.pop("remaining"))
+            if changes:
+                found = manager.update_key(key.id, **changes)
+            if disabled is True:
+                found = manager.disable_key(key.id)
+            elif disabled is False:
+                found = manager.enable_key(key.id)
+            return found
+
+        try:
+            updated = self._store(update)
+        except KeyNotFoundError:
+            _not_found("no such API key in this team")
+        return _answer(200, {"api_key": key_json(updated, call.now)})
 
     def _revoke_key(self, call: _Call) -> ManagementResponse:
         key = self._key(call)

@@ -30,16 +30,30 @@ from .keys import (
     looks_like_key,
     random_base62,
 )
-from .models import ApiKey, Member, Role, from_epoch, to_epoch
+from .models import ApiKey, Member, RateLimit, Role, freeze_metadata, from_epoch, to_epoch
+from .policy import parse_networks
 from .scopes import ScopeRegistry, default_registry
-from .stores.base import KeyStore
+from .stores.base import KeyStore, PolicyStore
 
-__all__ = ["DEFAULT_EXPIRY", "DEFAULT_GRACE", "KeyManager"]
+__all__ = ["DEFAULT_EXPIRY", "DEFAULT_GRACE", "UNCHANGED", "KeyManager"]
 
 #: How long a key lives when no expiry is given.
 DEFAULT_EXPIRY = timedelta(days=365)
 #: How long a rotated key keeps working by default.
 DEFAULT_GRACE = timedelta(hours=24)
+
+
+class _Unchanged:
+    """The type of :data:`UNCHANGED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: What :meth:`KeyManager.update_key` leaves as it is.
+UNCHANGED: Final = _Unchanged()
 
 
 def _new_id() -> str:
@@ -97,6 +111,10 @@ class KeyManager:
         expires_in: timedelta | None = None,
         expires_at: datetime | None = None,
         environment: Environment = "live",
+        rate_limit: RateLimit | str | None = None,
+        remaining: int | None = None,
+        allowed_ips: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key for a member of a team.
 
@@ -108,6 +126,15 @@ class KeyManager:
             expires_in: lifetime from now (default 365 days).
             expires_at: an absolute, timezone-aware expiry instead.
             environment: ``"live"`` (``sk_live_``) or ``"test"`` (``sk_test_``).
+            rate_limit: the key's own rate limit (``"100/minute"`` or a
+                :class:`~skaala_auth.RateLimit`), over the rate limiter's default.
+            remaining: a usage limit: the key works this many times, then answers 429 until
+                refilled (:meth:`refill_key`). ``None``: no limit.
+            allowed_ips: networks (``"203.0.113.0/24"``) the key may be used from; from any
+                other client address it is refused (403). Empty: anywhere.
+            metadata: a small JSON object kept with the key and handed back on the record and
+                the principal (at most :data:`~skaala_auth.models.METADATA_MAX_BYTES`); never
+                logged.
 
         Returns:
             ``(plaintext, record)``. The plaintext is not stored anywhere: show it once.
@@ -117,12 +144,17 @@ class KeyManager:
             UnknownScopeError: a scope is not registered.
             InvalidExpiryError: both expiries given, a naive datetime, or a past expiry.
             ValueError: ``team_id``, ``user_id`` or ``name`` holds an API key (pasted where an
-                id belongs); the message does not repeat it.
+                id belongs); the message does not repeat it. Or a restriction that cannot be
+                used: a malformed rate limit or network, a negative ``remaining``, metadata
+                too large.
 
         .. versionadded:: 0.1.0
+        .. versionchanged:: 0.4.0
+           ``rate_limit``, ``remaining``, ``allowed_ips``, ``metadata``.
         """
         _refuse_keys(team_id=team_id, user_id=user_id, name=name)
         granted = self._validate_scopes(scopes)
+        policy = _policy(rate_limit, remaining, allowed_ips, metadata)
         now = self._now()
         expiry = self._expiry(now, expires_in, expires_at)
         self._require_member(team_id, user_id)
@@ -136,9 +168,20 @@ class KeyManager:
             prefix=display_prefix(plaintext),
             created_at=now,
             expires_at=expiry,
+            **policy,
         )
+        if record.restricted or record.rate_limit is not None or record.metadata:
+            self._require_policies()
         self.store.insert_key(record, self.hasher.stored_digest(plaintext))
         return plaintext, record
+
+    def _require_policies(self) -> None:
+        """A store that does not keep policies would drop them silently: refuse instead."""
+        if not isinstance(self.store, PolicyStore):
+            raise KeyManagementError(
+                f"{type(self.store).__name__} cannot keep key policies (rate limit, usage "
+                "limit, IP allow-list, metadata)"
+            )
 
     def create_keys(self, specs: Iterable[Mapping[str, Any]]) -> list[tuple[str, ApiKey]]:
         """Create many keys at once, all or none: a bulk import.
@@ -282,11 +325,100 @@ class KeyManager:
             raise KeyNotFoundError(_no_key(key_id))
         return key
 
+    def disable_key(self, key_id: str) -> ApiKey:
+        """Turn a key off, reversibly (:meth:`enable_key`): it is refused as an invalid key
+        (401) by every authenticator on this store from the next request, and by other
+        processes within their poll interval — as a revocation is. Disabling twice keeps the
+        first time.
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+
+        .. versionadded:: 0.4.0
+        """
+        key = self.get_key(key_id)
+        if key.disabled_at is not None:
+            return key
+        return self._set_policy(key_id, disabled_at=self._now())
+
+    def enable_key(self, key_id: str) -> ApiKey:
+        """Turn a disabled key back on (a revoked or expired key stays refused).
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+
+        .. versionadded:: 0.4.0
+        """
+        key = self.get_key(key_id)
+        if key.disabled_at is None:
+            return key
+        return self._set_policy(key_id, disabled_at=None)
+
+    def refill_key(self, key_id: str, remaining: int | None) -> ApiKey:
+        """Set how many uses a key has left (its usage limit): it works again if it had used
+        them up. ``None`` removes the limit.
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+            ValueError: a negative count.
+
+        .. versionadded:: 0.4.0
+        """
+        self.get_key(key_id)
+        return self._set_policy(key_id, remaining=_remaining(remaining))
+
+    def update_key(
+        self,
+        key_id: str,
+        *,
+        rate_limit: RateLimit | str | None | _Unchanged = UNCHANGED,
+        allowed_ips: Iterable[str] | _Unchanged = UNCHANGED,
+        metadata: Mapping[str, Any] | None | _Unchanged = UNCHANGED,
+    ) -> ApiKey:
+        """Change a key's rate limit, IP allow-list or metadata (what is not given stays).
+        Every authenticator on the store reloads the key.
+
+        Args:
+            rate_limit: the key's own limit, or ``None`` for the limiter's default.
+            allowed_ips: the networks it may be used from (empty: anywhere).
+            metadata: its metadata (``None`` or ``{}``: none).
+
+        Raises:
+            KeyNotFoundError: no key has that id.
+            ValueError: a malformed limit or network, metadata too large.
+
+        .. versionadded:: 0.4.0
+        """
+        changes: dict[str, Any] = {}
+        if not isinstance(rate_limit, _Unchanged):
+            changes["rate_limit"] = None if rate_limit is None else RateLimit.parse(rate_limit)
+        if not isinstance(allowed_ips, _Unchanged):
+            changes["allowed_ips"] = tuple(str(n) for n in parse_networks(allowed_ips))
+        if not isinstance(metadata, _Unchanged):
+            changes["metadata"] = freeze_metadata(metadata)
+        self.get_key(key_id)
+        return self._set_policy(key_id, **changes)
+
+    def _set_policy(self, key_id: str, **changes: Any) -> ApiKey:
+        store = self.store
+        if not isinstance(store, PolicyStore):
+            raise KeyManagementError(
+                f"{type(store).__name__} cannot keep key policies (it has no set_policy)"
+            )
+        key = store.set_policy(key_id, changes)
+        if key is None:
+            raise KeyNotFoundError(_no_key(key_id))
+        return key
+
     def rotate_key(self, key_id: str, *, grace: timedelta = DEFAULT_GRACE) -> tuple[str, ApiKey]:
         """Replace a key with a new one of the same team, user, name and scopes.
 
         The old key keeps working until ``grace`` has passed (or its own expiry, if sooner);
-        ``grace=timedelta(0)`` ends it at once. The new key lives as long as the old one was
+        ``grace=timedelta(0)`` ends it at once. The new key carries the old one's policies over:
+        its rate limit, IP allow-list, metadata, disabled state and the uses it has left (a
+        usage limit: while the grace runs, the old key still draws on its own count — rotate
+        with ``grace=timedelta(0)`` where uses must be counted exactly across a rotation).
+        The new key lives as long as the old one was
         meant to (its created-to-expiry span) — also when the old key is rotated again while
         an earlier rotation's grace runs: the span is then the one its first replacement got,
         not what is left of the grace.
@@ -487,6 +619,31 @@ class _BatchCheck:
         if expiry is None:
             expiry = self.expiries[expires_in] = self.manager._expiry(self.now, expires_in, None)
         return expiry
+
+
+def _policy(
+    rate_limit: RateLimit | str | None,
+    remaining: int | None,
+    allowed_ips: Iterable[str],
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A key's restrictions, checked, as :class:`ApiKey` fields."""
+    return {
+        "rate_limit": None if rate_limit is None else RateLimit.parse(rate_limit),
+        "remaining": _remaining(remaining),
+        "allowed_ips": tuple(str(network) for network in parse_networks(allowed_ips)),
+        "metadata": freeze_metadata(metadata),
+    }
+
+
+def _remaining(remaining: object) -> int | None:
+    if remaining is None:
+        return None
+    if type(remaining) is not int:
+        raise TypeError("remaining is a number of uses")
+    if remaining < 0:
+        raise ValueError("remaining must not be negative")
+    return remaining
 
 
 def _role(role: Role | str) -> Role:

@@ -164,6 +164,8 @@ class ApiKeyMiddleware:
             await self._refuse(scope, receive, send, outcome)
             return
         self._set_identity(scope, outcome)
+        if outcome is not None and outcome.rate_limit_state is not None and kind == "http":
+            send = _stating(send, outcome.rate_limit_state.raw_headers())
         try:
             await self.app(scope, receive, send)
         except AuthError as error:
@@ -199,6 +201,10 @@ class ApiKeyMiddleware:
             scope[_OUTCOME] = auth
             if "user" not in scope:  # else another middleware's user (a session): kept
                 scope["user"], scope["auth"] = auth.user, auth
+        elif principal.rate_limit_state is not None:  # one principal per request: not kept
+            fresh = _Credentials(self, principal)
+            scope[_OUTCOME] = scope["auth"] = fresh
+            scope["user"] = fresh.user
         else:
             found = self._identities.get(id(principal))
             if found is None or found.principal is not principal:
@@ -226,6 +232,20 @@ class ApiKeyMiddleware:
             return message
 
         await self.app(scope, receive_and_manage, send)
+
+
+def _stating(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds the rate limit headers to the response's start (unless the app set
+    its own)."""
+
+    async def send_stated(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {name.lower() for name, _ in message.get("headers", ())}
+            added = [pair for pair in headers if pair[0] not in present]
+            message = {**message, "headers": [*message.get("headers", ()), *added]}
+        await send(message)
+
+    return send_stated
 
 
 class _Credentials(AuthCredentials):

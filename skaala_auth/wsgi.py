@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .authenticator import Authenticator
 from .errors import AuthError
@@ -58,6 +58,17 @@ def error_response(error: AuthError, start_response: StartResponse) -> Iterable[
         [*headers, ("content-length", str(len(body)))] if body else headers,
     )
     return [body]
+
+
+def _stating(start_response: StartResponse, headers: list[tuple[str, str]]) -> StartResponse:
+    """``start_response`` that adds the rate limit headers (unless the app set its own)."""
+
+    def start_stated(status: str, response_headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        present = {name.lower() for name, _ in response_headers}
+        added = [pair for pair in headers if pair[0] not in present]
+        return start_response(status, [*response_headers, *added], *exc_info)
+
+    return start_stated
 
 
 class ApiKeyMiddleware:
@@ -100,6 +111,8 @@ class ApiKeyMiddleware:
             return error_response(outcome, start_response)
         environ[PRINCIPAL_KEY] = outcome
         environ[MIDDLEWARE_KEY] = self
+        if outcome is not None and outcome.rate_limit_state is not None:
+            start_response = _stating(start_response, outcome.rate_limit_state.headers())
         return self.app(environ, start_response)
 
     def authenticate(self, environ: WSGIEnvironment) -> Principal | None:

@@ -13,6 +13,7 @@ from skaala_auth import (
     InvalidKeyError,
     MemoryKeyStore,
     Reason,
+    UsageLimitExceededError,
     generate_key,
 )
 from skaala_auth.testing import AuthTestKit, TestClock, override_authenticator
@@ -70,6 +71,33 @@ class TestKit:
             principal = kit.authenticator.authenticate(headers, team_id="team_2")
             assert principal.team_id == "team_2"
             assert kit.manager.get_member(team_id="team_2", user_id="user_1") is not None
+
+    def test_if_policies_asked_then_the_key_carries_them(self) -> None:
+        with AuthTestKit() as kit:
+            key, record = kit.create_key(
+                ["read:calls"],
+                rate_limit="10/minute",
+                remaining=1,
+                allowed_ips=["203.0.113.0/24"],
+                metadata={"plan": "pro"},
+            )
+            assert str(record.rate_limit) == "10/60s" and record.remaining == 1
+            headers = {"Authorization": f"Bearer {key}"}
+            principal = kit.authenticator.authenticate(headers, client="203.0.113.5")
+            assert dict(principal.metadata) == {"plan": "pro"}
+            with pytest.raises(UsageLimitExceededError):
+                kit.authenticator.authenticate(headers, client="203.0.113.5")
+
+    @pytest.mark.parametrize("expired", [False, True])
+    def test_if_disabled_or_limited_asked_then_refused_for_that_reason(self, expired: bool) -> None:
+        with AuthTestKit() as kit:
+            key, record = kit.create_key(
+                ["read:calls"], disabled=True, expired=expired, remaining=3
+            )
+            assert record.disabled_at is not None and record.remaining == 3
+            with pytest.raises(InvalidKeyError) as refused:
+                kit.authenticator.verify(key)
+            assert refused.value.reason is (Reason.EXPIRED if expired else Reason.DISABLED)
 
 
 class TestOverride:

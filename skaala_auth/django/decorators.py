@@ -15,7 +15,7 @@ from django.http import HttpRequest
 
 from ..errors import AuthError
 from ..flow import Credentials, Endpoint
-from .middleware import decide, decide_async, error_response
+from .middleware import decide, decide_async, error_response, stated
 
 __all__ = ["ScopeRequiredMixin", "requires_scope"]
 
@@ -56,7 +56,7 @@ def requires_scope(
                 outcome = await decide_async(request, endpoint, kwargs)
                 if isinstance(outcome, AuthError):
                     return error_response(outcome)
-                return await view(request, *args, **kwargs)
+                return stated(await view(request, *args, **kwargs), outcome)
 
             async_view.csrf_exempt = True  # type: ignore[attr-defined]
             async_view.skaala_scopes = endpoint.scopes  # type: ignore[attr-defined]
@@ -67,7 +67,7 @@ def requires_scope(
             outcome = decide(request, endpoint, kwargs)
             if isinstance(outcome, AuthError):
                 return error_response(outcome)
-            return view(request, *args, **kwargs)
+            return stated(view(request, *args, **kwargs), outcome)
 
         # Django's CSRF check (which runs before the view, so before this decorator) would
         # answer a key-authenticated POST with its HTML 403, and a key is no ambient
@@ -113,13 +113,13 @@ class ScopeRequiredMixin:
                 outcome = await decide_async(request, endpoint, kwargs)
                 if isinstance(outcome, AuthError):
                     return error_response(outcome)
-                return await dispatch(request, *args, **kwargs)
+                return stated(await dispatch(request, *args, **kwargs), outcome)
 
             return checked()
         outcome = decide(request, endpoint, kwargs)
         if isinstance(outcome, AuthError):
             return error_response(outcome)
-        return dispatch(request, *args, **kwargs)
+        return stated(dispatch(request, *args, **kwargs), outcome)
 
     # as_view() copies dispatch's attributes onto the view: exempt from Django's CSRF check, as
     # requires_scope is (only a valid key reaches the view).

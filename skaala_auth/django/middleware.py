@@ -18,7 +18,14 @@ from ..models import Principal
 from .conf import get_authenticator, get_rules
 from .reporting import protect_report
 
-__all__ = ["ApiKeyMiddleware", "decide", "decide_async", "error_response", "facts_of"]
+__all__ = [
+    "ApiKeyMiddleware",
+    "decide",
+    "decide_async",
+    "error_response",
+    "facts_of",
+    "stated",
+]
 
 
 def error_response(error: AuthError) -> HttpResponse:
@@ -83,7 +90,7 @@ class ApiKeyMiddleware:
         if isinstance(outcome, AuthError):
             return error_response(outcome)
         _set_principal(request, outcome)
-        return self.get_response(request)
+        return stated(self.get_response(request), outcome)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         outcome = await get_authenticator().decide_async(facts_of(request), get_rules())
@@ -91,7 +98,20 @@ class ApiKeyMiddleware:
             return error_response(outcome)
         _set_principal(request, outcome)
         response: Awaitable[Any] = self.get_response(request)
-        return await response
+        return stated(await response, outcome)
+
+
+def stated(response: Any, principal: Principal | AuthError | None) -> Any:
+    """``response`` with the rate limit headers of the request (unless the view set its
+    own): what every view the middleware or a check let through answers with.
+
+    .. versionadded:: 0.4.0
+    """
+    if isinstance(principal, Principal) and principal.rate_limit_state is not None:
+        for name, value in principal.rate_limit_state.headers():
+            if not response.has_header(name):
+                response[name] = value
+    return response
 
 
 def _set_principal(request: HttpRequest, principal: Principal | None) -> None:

@@ -119,6 +119,12 @@ class ApiKeyAuthentication(BaseAuthentication):  # type: ignore[misc]
             principal = outcome
         if principal is None:
             return None
+        if principal.rate_limit_state is not None:
+            # The view adds its ``headers`` to every response it finalises (the middleware
+            # adds them itself when it runs, unless the view set them).
+            view = request.parser_context.get("view")
+            if view is not None and isinstance(getattr(view, "headers", None), dict):
+                view.headers.update(principal.rate_limit_state.headers())
         return ApiKeyUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:

@@ -12,11 +12,23 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from ..models import ApiKey, KeyRecord, Member
 
-__all__ = ["Change", "ChangeFeed", "DigestSource", "InvalidationBus", "KeyRecord", "KeyStore"]
+__all__ = [
+    "POLICY_FIELDS",
+    "Change",
+    "ChangeFeed",
+    "DigestSource",
+    "InvalidationBus",
+    "KeyRecord",
+    "KeyStore",
+    "PolicyStore",
+]
+
+#: The :class:`~skaala_auth.ApiKey` fields :meth:`PolicyStore.set_policy` writes.
+POLICY_FIELDS: Final = ("disabled_at", "rate_limit", "remaining", "allowed_ips", "metadata")
 
 log = logging.getLogger("skaala_auth.store")
 
@@ -212,3 +224,32 @@ class InvalidationBus(Protocol):
 
     def healthy(self) -> bool:
         """False while changes may be going unheard (its subscription is down)."""
+
+
+@runtime_checkable
+class PolicyStore(Protocol):
+    """**Protocol:** what a :class:`KeyStore` adds to keep keys' policies — disabling, a rate
+    limit of their own, a usage limit, an IP allow-list, metadata
+    (:data:`POLICY_FIELDS`). The memory, SQLite and PostgreSQL stores implement it. A store
+    without it keeps working for keys without policies; :class:`~skaala_auth.KeyManager`
+    refuses to set one on it, and a key with a usage limit it cannot count is refused (503).
+
+    Its records (:class:`~skaala_auth.ApiKey`) carry the policy fields; a store that does not
+    know them returns records with their defaults (no policy).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def set_policy(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Write the given policy fields of a key (others unchanged) and publish
+        ``Change("key", key_id)`` (and make it visible to other processes, as a revocation
+        is): every authenticator reloads the key. ``None`` for an unknown id.
+
+        Raises:
+            ValueError: a field that is not in :data:`POLICY_FIELDS`.
+        """
+
+    def use_key(self, key_id: str) -> bool:
+        """Take one use of a key, atomically across threads and processes: ``True`` when one
+        was left (or the key has no usage limit), ``False`` when none was (or no such key).
+        Announces nothing: a use changes no cached grant."""

@@ -9,9 +9,10 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 from ..models import ApiKey, Member
-from .base import Change, ChangeFeed, KeyRecord, Subscriber
+from .base import POLICY_FIELDS, Change, ChangeFeed, KeyRecord, Subscriber
 
 __all__ = ["MemoryKeyStore"]
 
@@ -101,6 +102,30 @@ class MemoryKeyStore:
                 key = self._keys[key_id] = dataclasses.replace(key, revoked_at=at)
         self._feed.publish(Change("key", key_id=key_id))
         return key
+
+    def set_policy(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        unknown = set(changes) - set(POLICY_FIELDS)
+        if unknown:
+            raise ValueError(f"not policy fields: {', '.join(sorted(unknown))}")
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                return None
+            key = self._keys[key_id] = dataclasses.replace(key, **changes)
+        self._feed.publish(Change("key", key_id=key_id))
+        return key
+
+    def use_key(self, key_id: str) -> bool:
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                return False
+            if key.remaining is None:
+                return True
+            if key.remaining <= 0:
+                return False
+            self._keys[key_id] = dataclasses.replace(key, remaining=key.remaining - 1)
+            return True
 
     def rotate_key(
         self, old_id: str, old_expires_at: datetime, new_key: ApiKey, new_digest: str

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -50,8 +51,8 @@ except ImportError as error:  # pragma: no cover - exercised without the extra i
         name=error.name,
     ) from error
 
-from ..models import ApiKey, Member, Role
-from .base import Change, ChangeFeed, KeyRecord, Subscriber
+from ..models import ApiKey, Member, RateLimit, Role, freeze_metadata
+from .base import POLICY_FIELDS, Change, ChangeFeed, KeyRecord, Subscriber
 
 __all__ = ["DatabaseUnavailableError", "DuplicateKeyError", "PostgresKeyStore"]
 
@@ -85,11 +86,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (team_id, user_id)
     )
     """,
+    # 2: keys' policies (all NULL for a key without them, which is every key written before)
+    """
+    ALTER TABLE {s}.api_keys
+        ADD COLUMN disabled_at timestamptz,
+        ADD COLUMN rate_limit text,
+        ADD COLUMN remaining bigint CHECK (remaining >= 0),
+        ADD COLUMN allowed_ips text[],
+        ADD COLUMN metadata jsonb
+    """,
 )
 
 _KEY_COLUMNS: Final = (
     "k.id, k.team_id, k.user_id, k.name, k.scopes, k.prefix, k.created_at, k.expires_at, "
-    "k.revoked_at, k.last_used_at, k.rotated_from"
+    "k.revoked_at, k.last_used_at, k.rotated_from, k.disabled_at, k.rate_limit, k.remaining, "
+    "k.allowed_ips, k.metadata::text"
+)
+_ALL_COLUMNS: Final = (
+    "id, digest, team_id, user_id, name, scopes, prefix, created_at, expires_at, revoked_at, "
+    "last_used_at, rotated_from, disabled_at, rate_limit, remaining, allowed_ips, metadata"
 )
 _SQL: Final = {
     # The look-up by digest: one probe of the digest index, and the role in the same query.
@@ -99,9 +114,13 @@ _SQL: Final = {
     "get": f"SELECT {_KEY_COLUMNS} FROM {{s}}.api_keys k WHERE k.id = %s",  # noqa: S608
     "list": f"SELECT {_KEY_COLUMNS} FROM {{s}}.api_keys k WHERE k.team_id = %s "  # noqa: S608
     "ORDER BY k.created_at DESC, k.id DESC",
-    "insert": "INSERT INTO {s}.api_keys VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-    "copy": "COPY {s}.api_keys (id, digest, team_id, user_id, name, scopes, prefix, created_at, "
-    "expires_at, revoked_at, last_used_at, rotated_from) FROM STDIN",
+    "insert": f"INSERT INTO {{s}}.api_keys ({_ALL_COLUMNS}) VALUES "  # noqa: S608
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+    "copy": f"COPY {{s}}.api_keys ({_ALL_COLUMNS}) FROM STDIN",
+    # A use is taken only while one is left: concurrent uses serialise on the row's lock.
+    "use": "UPDATE {s}.api_keys SET remaining = remaining - 1 "
+    "WHERE id = %s AND remaining > 0 RETURNING remaining",
+    "limited": "SELECT remaining IS NULL FROM {s}.api_keys WHERE id = %s",
     "revoke": "UPDATE {s}.api_keys SET revoked_at = %s "
     "WHERE id = %s AND (revoked_at IS NULL OR revoked_at > %s)",
     "rotate": "UPDATE {s}.api_keys SET expires_at = %s WHERE id = %s",
@@ -405,8 +424,8 @@ class PostgresKeyStore:
         row = self._run(lambda conn: conn.execute(query, (digest,)).fetchone(), retry=True)
         if row is None:
             return None
-        role = row[12]
-        return KeyRecord(_key(row), row[11], None if role is None else _ROLES[role])
+        role = row[17]
+        return KeyRecord(_key(row), row[16], None if role is None else _ROLES[role])
 
     def get_key(self, key_id: str) -> ApiKey | None:
         query = self._sql["get"]
@@ -493,6 +512,51 @@ class PostgresKeyStore:
         row = self._run(work)
         self._feed.publish(change)
         return None if row is None else _key(row)
+
+    def set_policy(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Write some of a key's policy fields (see the protocol); ``None`` for an unknown id."""
+        unknown = set(changes) - set(POLICY_FIELDS)
+        if unknown:
+            raise ValueError(f"not policy fields: {', '.join(sorted(unknown))}")
+        if not changes:
+            return self.get_key(key_id)
+        names = sorted(changes)
+        query = sql.SQL("UPDATE {}.api_keys SET {} WHERE id = %s").format(
+            sql.Identifier(self.schema),
+            sql.SQL(", ").join(
+                sql.SQL("{} = %s" + ("::jsonb" if name == "metadata" else "")).format(
+                    sql.Identifier(name)
+                )
+                for name in names
+            ),
+        )
+        values = [_policy_value(name, changes[name]) for name in names]
+        change = Change("key", key_id=key_id)
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            with conn.transaction():
+                if conn.execute(query, (*values, key_id)).rowcount != 1:
+                    return None
+                self._notify(conn, change)
+                return conn.execute(self._sql["get"], (key_id,)).fetchone()
+
+        row = self._run(work)
+        if row is None:
+            return None
+        self._feed.publish(change)
+        return _key(row)
+
+    def use_key(self, key_id: str) -> bool:
+        """Take one use of a key with a usage limit, atomically (see the protocol)."""
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                if conn.execute(self._sql["use"], (key_id,)).fetchone() is not None:
+                    return True
+                row = conn.execute(self._sql["limited"], (key_id,)).fetchone()
+                return row is not None and bool(row[0])
+
+        return self._run(work)
 
     def rotate_key(
         self, old_id: str, old_expires_at: datetime, new_key: ApiKey, new_digest: str
@@ -842,11 +906,36 @@ def _key_row(key: ApiKey, digest: str) -> tuple[Any, ...]:
         None if key.revoked_at is None else _aware(key.revoked_at),
         None if key.last_used_at is None else _aware(key.last_used_at),
         key.rotated_from,
+        *(_policy_value(name, getattr(key, name)) for name in POLICY_FIELDS),
     )
 
 
+def _policy_value(name: str, value: Any) -> Any:
+    """One policy field as its column stores it (``NULL`` for "none")."""
+    if name == "disabled_at":
+        return None if value is None else _aware(value)
+    if name == "rate_limit":
+        return None if value is None else str(value)
+    if name == "allowed_ips":
+        return list(value) if value else None
+    if name == "metadata":
+        return json.dumps(dict(value), separators=(",", ":")) if value else None
+    return value  # remaining
+
+
 def _key(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(row[0], row[1], row[2], row[3], frozenset(row[4]), *row[5:11])
+    key = ApiKey(row[0], row[1], row[2], row[3], frozenset(row[4]), *row[5:11])
+    disabled, limit, remaining, networks, metadata = row[11:16]
+    if disabled is None and limit is None and remaining is None and not networks and not metadata:
+        return key
+    return dataclasses.replace(
+        key,
+        disabled_at=disabled,
+        rate_limit=None if limit is None else RateLimit.parse(limit),
+        remaining=remaining,
+        allowed_ips=tuple(networks or ()),
+        metadata=freeze_metadata(json.loads(metadata) if metadata else None),
+    )
 
 
 def _member(row: tuple[Any, ...]) -> Member:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import operator
 import os
@@ -34,9 +35,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, cast
 
-from ..models import ApiKey, Member, Role
+from ..models import ApiKey, Member, RateLimit, Role, freeze_metadata
+from ..policy import parse_networks
 from ..scopes import _SCOPE_SYNTAX
-from .base import Change, ChangeFeed, KeyRecord, Subscriber
+from .base import POLICY_FIELDS, Change, ChangeFeed, KeyRecord, Subscriber
 
 __all__ = ["DatabaseFileError", "InvalidRowError", "SQLiteKeyStore"]
 
@@ -91,6 +93,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX changes_at ON changes (at);
     """,
+    # 3: keys' policies — disabling, a rate limit of their own, a usage limit, an IP allow-list,
+    # metadata. All NULL for a key without them, which is every key written before.
+    """
+    ALTER TABLE api_keys ADD COLUMN disabled_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN rate_limit TEXT;
+    ALTER TABLE api_keys ADD COLUMN remaining INTEGER;
+    ALTER TABLE api_keys ADD COLUMN allowed_ips TEXT;
+    ALTER TABLE api_keys ADD COLUMN metadata TEXT;
+    """,
 )
 
 # INDEXED BY: left to itself, SQLite's min/max optimisation answers max(seq) by walking the
@@ -100,7 +111,8 @@ _PRUNE_SQL: Final = "SELECT max(seq) FROM changes INDEXED BY changes_at WHERE at
 
 _KEY_COLUMNS: Final = (
     "k.id, k.team_id, k.user_id, k.name, k.scopes, k.prefix, k.created_at, k.expires_at, "
-    "k.revoked_at, k.last_used_at, k.rotated_from"
+    "k.revoked_at, k.last_used_at, k.rotated_from, k.disabled_at, k.rate_limit, k.remaining, "
+    "k.allowed_ips, k.metadata"
 )
 #: The look-up by digest: one index probe, and the key's user's role in the same query.
 _FIND_SQL: Final = (
@@ -110,7 +122,13 @@ _FIND_SQL: Final = (
 )
 
 
-_INSERT_SQL: Final = "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_SQL: Final = (
+    "INSERT INTO api_keys (id, digest, team_id, user_id, name, scopes, prefix, created_at, "
+    "expires_at, revoked_at, last_used_at, rotated_from, disabled_at, rate_limit, remaining, "
+    "allowed_ips, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: The policy columns :meth:`SQLiteKeyStore.set_policy` may write.
+_POLICY_COLUMNS: Final = POLICY_FIELDS
 _DIGEST: Final = operator.itemgetter(1)
 #: Rows a bulk insert sorts and writes at a time (see :meth:`SQLiteKeyStore.insert_keys`).
 BULK_CHUNK: Final = 50_000
@@ -134,7 +152,26 @@ def _key_row(key: ApiKey, digest: str) -> tuple[Any, ...]:
         None if key.revoked_at is None else _micros(key.revoked_at),
         None if key.last_used_at is None else _micros(key.last_used_at),
         key.rotated_from,
+        *_policy_row(key),
     )
+
+
+def _policy_row(key: ApiKey) -> tuple[Any, ...]:
+    """The policy columns of ``key``, as stored."""
+    return tuple(_policy_value(name, getattr(key, name)) for name in _POLICY_COLUMNS)
+
+
+def _policy_value(name: str, value: Any) -> Any:
+    """One policy field as its column stores it (``NULL`` for "none")."""
+    if name == "disabled_at":
+        return None if value is None else _micros(value)
+    if name == "rate_limit":
+        return None if value is None else str(value)
+    if name == "allowed_ips":
+        return " ".join(value) if value else None
+    if name == "metadata":
+        return json.dumps(dict(value), separators=(",", ":")) if value else None
+    return value  # remaining
 
 
 def _micros(moment: datetime) -> int:
@@ -246,6 +283,41 @@ class _Row:
                 column, "a time between the years 1 and 9999", "an integer out of range"
             ) from None
 
+    def policy(self) -> dict[str, Any]:
+        """The policy columns as :class:`ApiKey` fields (defaults for ``NULL``)."""
+        fields: dict[str, Any] = {}
+        disabled = self.optional_time("disabled_at")
+        if disabled is not None:
+            fields["disabled_at"] = disabled
+        limit = self.optional_text("rate_limit")
+        if limit is not None:
+            try:
+                fields["rate_limit"] = RateLimit.parse(limit)
+            except (TypeError, ValueError):
+                raise self._invalid("rate_limit", "a rate limit ('100/60s')", "text") from None
+        remaining = self.row[_COLUMN_INDEX["remaining"]]
+        if remaining is not None:
+            if type(remaining) is not int or remaining < 0:
+                raise self._invalid("remaining", "a count of uses (0 or more) or NULL")
+            fields["remaining"] = remaining
+        networks = self.optional_text("allowed_ips")
+        if networks:
+            try:
+                fields["allowed_ips"] = tuple(
+                    str(network) for network in parse_networks(networks.split())
+                )
+            except ValueError:
+                raise self._invalid(
+                    "allowed_ips", "space-separated networks", "text of another shape"
+                ) from None
+        metadata = self.optional_text("metadata")
+        if metadata:
+            try:
+                fields["metadata"] = freeze_metadata(json.loads(metadata))
+            except (TypeError, ValueError):
+                raise self._invalid("metadata", "a JSON object", "text of another shape") from None
+        return fields
+
     def scopes(self) -> frozenset[str]:
         value = self.row[_COLUMN_INDEX["scopes"]]
         if not isinstance(value, str):
@@ -266,7 +338,7 @@ _COLUMN_INDEX: Final = {
     name: index
     for index, name in enumerate(
         "id team_id user_id name scopes prefix created_at expires_at revoked_at last_used_at "
-        "rotated_from digest role".split()
+        "rotated_from disabled_at rate_limit remaining allowed_ips metadata digest role".split()
     )
 }
 
@@ -277,6 +349,7 @@ _COLUMN_INDEX: Final = {
 _SCOPE_SETS: Final[dict[str, frozenset[str]]] = {}
 _SCOPE_SETS_MAX: Final = 4096
 _ROLES: Final[dict[object, Role]] = {role.value: role for role in Role}
+_NO_POLICY: Final = (None, None, None, None, None)
 
 
 def _checked_key(row: tuple[Any, ...], path: str) -> ApiKey:
@@ -294,6 +367,7 @@ def _checked_key(row: tuple[Any, ...], path: str) -> ApiKey:
         revoked_at=checked.optional_time("revoked_at"),
         last_used_at=checked.optional_time("last_used_at"),
         rotated_from=checked.optional_text("rotated_from"),
+        **checked.policy(),
     )
 
 
@@ -311,6 +385,7 @@ def _key(row: tuple[Any, ...], path: str) -> ApiKey:
     granted = _SCOPE_SETS.get(scopes)
     if (
         granted is not None
+        and row[11:16] == _NO_POLICY  # a key with a policy is read by the slow path
         and type(key_id) is str
         and key_id
         and type(team_id) is str
@@ -346,7 +421,7 @@ def _record(row: tuple[Any, ...], path: str) -> KeyRecord:
     """A :data:`_FIND_SQL` row (the key's columns, its digest, its user's role) as a
     :class:`KeyRecord`."""
     key = _key(row, path)
-    digest, role = row[11], row[12]
+    digest, role = row[16], row[17]
     if type(digest) is not str:
         raise _Row(row, path)._invalid("digest", "text")
     if role is None:
@@ -721,6 +796,41 @@ class SQLiteKeyStore:
             self._log_change(conn, Change("key", key_id=key_id))
         self._feed.publish(Change("key", key_id=key_id))
         return self.get_key(key_id)
+
+    def set_policy(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Write some of a key's policy fields (see the protocol); ``None`` for an unknown id."""
+        unknown = set(changes) - set(_POLICY_COLUMNS)
+        if unknown:
+            raise ValueError(f"not policy fields: {', '.join(sorted(unknown))}")
+        if not changes:
+            return self.get_key(key_id)
+        names = sorted(changes)
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        values = [_policy_value(name, changes[name]) for name in names]
+        with self._write() as conn:
+            updated = conn.execute(
+                f"UPDATE api_keys SET {assignments} WHERE id = ?",  # noqa: S608 - fixed names
+                (*values, key_id),
+            ).rowcount
+            if updated:
+                self._log_change(conn, Change("key", key_id=key_id))
+        if not updated:
+            return None
+        self._feed.publish(Change("key", key_id=key_id))
+        return self.get_key(key_id)
+
+    def use_key(self, key_id: str) -> bool:
+        """Take one use of a key with a usage limit, atomically (see the protocol)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE api_keys SET remaining = remaining - 1 "
+                "WHERE id = ? AND remaining > 0 RETURNING remaining",
+                (key_id,),
+            ).fetchone()
+            if row is not None:
+                return True
+            left = conn.execute("SELECT remaining FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return left is not None and left[0] is None  # no usage limit (any more): allowed
 
     def rotate_key(
         self, old_id: str, old_expires_at: datetime, new_key: ApiKey, new_digest: str

@@ -21,15 +21,15 @@ Imports no web framework.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..authenticator import Authenticator, override
 from ..keys import ALPHABET, Environment, display_prefix, generate_key
-from ..manager import KeyManager
-from ..models import ApiKey, Role, from_epoch
+from ..manager import KeyManager, _policy
+from ..models import ApiKey, RateLimit, Role, from_epoch
 from ..scopes import ScopeRegistry
 from ..stores.memory import MemoryKeyStore
 from .sessions import SessionKit, mint_session, session_jwks
@@ -134,6 +134,11 @@ class AuthTestKit:
         expires_in: timedelta | None = None,
         role: Role | str = Role.OWNER,
         environment: Environment = "live",
+        disabled: bool = False,
+        rate_limit: RateLimit | str | None = None,
+        remaining: int | None = None,
+        allowed_ips: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, ApiKey]:
         """Make a key, adding its user to its team first if needed.
 
@@ -147,10 +152,25 @@ class AuthTestKit:
             expires_in: its lifetime (default 365 days).
             role: the role the user gets if not yet a member.
             environment: ``"live"`` or ``"test"``.
+            disabled: make it disabled (:meth:`KeyManager.disable_key`).
+            rate_limit: its own rate limit (``"10/minute"``).
+            remaining: a usage limit.
+            allowed_ips: the networks it may be used from (the test clients send from
+                ``127.0.0.1``, Starlette's from ``"testclient"``, which no network holds).
+            metadata: its metadata.
 
         Returns:
             ``(plaintext, record)``.
+
+        .. versionchanged:: 0.4.0
+           ``disabled``, ``rate_limit``, ``remaining``, ``allowed_ips``, ``metadata``.
         """
+        policy: dict[str, Any] = {
+            "rate_limit": rate_limit,
+            "remaining": remaining,
+            "allowed_ips": allowed_ips,
+            "metadata": metadata,
+        }
         team_id = team_id or self.team_id
         user_id = user_id or self.user_id
         granted = list(self.manager.scopes) if scopes is None else list(scopes)
@@ -158,6 +178,9 @@ class AuthTestKit:
             self.manager.add_member(team_id=team_id, user_id=user_id, role=role)
         if expired:
             key, record = self._insert_expired(team_id, user_id, granted, name, environment)
+            if any(policy.values()) or remaining is not None:
+                self.store.set_policy(record.id, _policy(**policy))
+                record = self.manager.get_key(record.id)
         else:
             key, record = self.manager.create_key(
                 team_id=team_id,
@@ -166,7 +189,10 @@ class AuthTestKit:
                 name=name,
                 expires_in=expires_in,
                 environment=environment,
+                **policy,
             )
+        if disabled:
+            record = self.manager.disable_key(record.id)
         if revoked:
             record = self.manager.revoke_key(record.id)
         return key, record

@@ -66,7 +66,9 @@ def _merged(headers: Headers) -> dict[str, str]:
 def _asgi_call(app: Any) -> Call:
     from starlette.testclient import TestClient
 
-    client = TestClient(app)
+    # The address every test client sends from (werkzeug's and Django's default), so that the
+    # IP allow-list rows read the same in every adapter.
+    client = TestClient(app, client=("127.0.0.1", 50000))
 
     def call(method: str, path: str, headers: Headers, query: str) -> Reply:
         raw = [(name, value.encode("latin-1")) for name, value in headers]
@@ -137,7 +139,13 @@ def fastapi(auth: Authenticator) -> Iterator[Call]:
 def _wsgi_call(client: Any) -> Call:
     def call(method: str, path: str, headers: Headers, query: str) -> Reply:
         # werkzeug's test client joins a repeated header with ", ", as WSGI servers do.
-        response = client.open(path, method=method, headers=headers, query_string=query)
+        response = client.open(
+            path,
+            method=method,
+            headers=headers,
+            query_string=query,
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},  # what a server sets (Flask's client too)
+        )
         try:
             return Reply(
                 response.status_code,

@@ -17,15 +17,18 @@ from skaala_auth import (
     InsufficientScopeError,
     InvalidKeyError,
     InvalidRequestError,
+    IpNotAllowedError,
     KeyManager,
     MembershipRevokedError,
     MemoryKeyStore,
+    MemoryRateLimiter,
     MissingKeyError,
     Principal,
     RateLimitedError,
     RateLimiterUnavailableError,
     StoreUnavailableError,
     TeamMismatchError,
+    UsageLimitExceededError,
     generate_key,
 )
 
@@ -391,6 +394,122 @@ class TestFailures:
     ) -> None:
         call = serve(Authenticator(store, clock=clock, accept_test_keys=True))
         assert call("GET", BOOKINGS, bearer(keys.test_key), "").status == 200
+
+
+class TestRateLimits:
+    """Every answer carries the rate limit state: allowed ones too, in every adapter."""
+
+    def test_if_a_limiter_is_configured_then_allowed_answers_count_down_then_429(
+        self, serve: Serve, store: MemoryKeyStore, clock: Clock, keys: Keys
+    ) -> None:
+        pytest.importorskip("limits")
+        limiter = MemoryRateLimiter(limit=3, window=60)
+        call = serve(Authenticator(store, clock=clock, rate_limiter=limiter))
+        for remaining in (2, 1, 0):
+            reply = call("GET", BOOKINGS, bearer(keys.read), "")
+            assert reply.status == 200
+            assert reply.headers["x-ratelimit-limit"] == "3"
+            assert reply.headers["x-ratelimit-remaining"] == str(remaining)
+            assert 1 <= int(reply.headers["x-ratelimit-reset"]) <= 60
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(keys.read), "")
+        assert_refused(reply, RateLimitedError(limit=3, reset=60))
+        assert reply.headers["x-ratelimit-limit"] == "3"
+        assert reply.headers["x-ratelimit-remaining"] == "0"
+        assert 1 <= int(reply.headers["retry-after"]) <= 60
+        assert reply.headers["x-ratelimit-reset"] == reply.headers["retry-after"]
+
+    def test_if_a_key_has_its_own_limit_then_its_answers_say_so(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        pytest.importorskip("limits")
+        key, _ = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:bookings"], rate_limit="1/hour"
+        )
+        limiter = MemoryRateLimiter(limit=100, window=60)
+        call = serve(Authenticator(store, clock=clock, rate_limiter=limiter))
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert reply.status == 200
+        assert reply.headers["x-ratelimit-limit"] == "1"
+        assert reply.headers["x-ratelimit-remaining"] == "0"
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert_refused(reply, RateLimitedError(limit=1, reset=3600))
+        assert 3500 < int(reply.headers["retry-after"]) <= 3600
+
+    def test_if_no_limiter_is_configured_then_no_rate_limit_headers(
+        self, api: Api, keys: Keys
+    ) -> None:
+        reply = api.get(BOOKINGS, bearer(keys.read))
+        assert reply.status == 200
+        assert not any(name.startswith("x-ratelimit") for name in reply.headers)
+
+
+class TestKeyPolicies:
+    """A key's own restrictions answer with the contract's 401/403/429 in every adapter (the
+    test clients all send from 127.0.0.1)."""
+
+    def create(self, manager: KeyManager, **policy: object) -> tuple[str, str]:
+        key, record = manager.create_key(
+            team_id="team_1", user_id="user_1", scopes=["read:bookings"], **policy
+        )
+        return key, record.id
+
+    def test_if_a_key_is_disabled_then_401_invalid_and_200_once_enabled(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager)
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200  # cached now
+        manager.disable_key(key_id)
+        CALLS.clear()
+        assert_refused(call("GET", BOOKINGS, bearer(key), ""), InvalidKeyError())
+        manager.enable_key(key_id)
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200
+
+    def test_if_a_key_is_used_from_outside_its_allow_list_then_403(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        inside, _ = self.create(manager, allowed_ips=["127.0.0.0/8"])
+        outside, _ = self.create(manager, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(inside), "").status == 200
+        CALLS.clear()
+        # A forwarded address from an untrusted client is not read.
+        forged = [*bearer(outside), ("X-Forwarded-For", "203.0.113.9")]
+        assert_refused(call("GET", BOOKINGS, forged, ""), IpNotAllowedError())
+
+    def test_if_the_client_is_a_trusted_proxy_then_the_forwarded_address_is_checked(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, _ = self.create(manager, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock, trusted_proxies=["127.0.0.1/32"]))
+        forwarded = [*bearer(key), ("X-Forwarded-For", "198.51.100.1, 203.0.113.9")]
+        assert call("GET", BOOKINGS, forwarded, "").status == 200
+        CALLS.clear()
+        spoofed = [*bearer(key), ("X-Forwarded-For", "203.0.113.9, 198.51.100.1")]
+        assert_refused(call("GET", BOOKINGS, spoofed, ""), IpNotAllowedError())
+
+    def test_if_a_key_has_used_its_uses_then_429_until_refilled(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager, remaining=2)
+        call = serve(Authenticator(store, clock=clock))
+        assert [call("GET", BOOKINGS, bearer(key), "").status for _ in range(2)] == [200, 200]
+        CALLS.clear()
+        reply = call("GET", BOOKINGS, bearer(key), "")
+        assert_refused(reply, UsageLimitExceededError())
+        assert "retry-after" not in reply.headers
+        manager.refill_key(key_id, 1)
+        assert call("GET", BOOKINGS, bearer(key), "").status == 200
+
+    def test_if_a_key_is_out_of_its_allow_list_then_it_uses_nothing(
+        self, serve: Serve, store: MemoryKeyStore, manager: KeyManager, clock: Clock
+    ) -> None:
+        key, key_id = self.create(manager, remaining=1, allowed_ips=["203.0.113.0/24"])
+        call = serve(Authenticator(store, clock=clock))
+        assert call("GET", BOOKINGS, bearer(key), "").status == 403
+        assert manager.get_key(key_id).remaining == 1
 
 
 class TestLogs:

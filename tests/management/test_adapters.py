@@ -99,11 +99,13 @@ BODIES = {
     "create_key": {"name": "Deploy", "scopes": ["read:bookings"]},
     "add_member": {"user_id": "user_5", "role": "member"},
     "update_member": {"role": "admin"},
+    "update_key": {"disabled": True, "rate_limit": "10/minute", "metadata": {"plan": "pro"}},
 }
 SUCCESS = {
     "list_keys": 200,
     "create_key": 201,
     "get_key": 200,
+    "update_key": 200,
     "revoke_key": 200,
     "rotate_key": 201,
     "list_members": 200,

@@ -88,9 +88,9 @@ class TestRouteTable:
         assert sorted(r.name for r in RESOURCES) == sorted(
             ["api_keys", "api_key", "api_key_rotation", "members", "member"]
         )
-        assert sum(len(r.routes) for r in RESOURCES) == len(ROUTES) == 9
+        assert sum(len(r.routes) for r in RESOURCES) == len(ROUTES) == 10
         by_name = {r.name: r for r in RESOURCES}
-        assert by_name[KEY].allow == "DELETE, GET, HEAD"
+        assert by_name[KEY].allow == "DELETE, GET, HEAD, PATCH"
         assert by_name[KEY].path_as("flask") == "/teams/<team_id>/api-keys/<key_id>"
         assert by_name[KEY].path_as("django") == "/teams/<str:team_id>/api-keys/<str:key_id>"
         assert by_name[KEY].params == ("team_id", "key_id")
@@ -182,6 +182,11 @@ class TestListKeys:
             "last_used_at": time(NOW - timedelta(minutes=5)),
             "revoked_at": None,
             "rotated_from": None,
+            "disabled_at": None,
+            "rate_limit": None,
+            "remaining": None,
+            "allowed_ips": [],
+            "metadata": {},
         }
         assert own["prefix"].startswith("sk_live_") and "…" in own["prefix"]
         assert team.own_key not in response.body.decode()
@@ -862,3 +867,60 @@ def test_if_two_owners_demote_each_other_at_once_then_one_owner_remains(
     assert sorted(statuses) == [200, 409]
     owners = [m for m in list_members("team_1") if m.role is Role.OWNER]
     assert len(owners) == 1
+
+
+class TestKeyPolicies:
+    @pytest.mark.shows_key("response")
+    def test_if_a_key_is_created_with_policies_then_they_are_kept_and_shown(
+        self, layer: ManagementApi, store: MemoryKeyStore
+    ) -> None:
+        body = {
+            "name": "Metered",
+            "scopes": ["read:bookings"],
+            "rate_limit": "10/minute",
+            "remaining": 100,
+            "allowed_ips": ["203.0.113.0/24"],
+            "metadata": {"plan": "pro"},
+        }
+        response = call(layer, KEYS, "POST", body)
+        assert response.status == 201, response.body
+        shown = response.json()["api_key"]
+        assert (shown["rate_limit"], shown["remaining"]) == ("10/60s", 100)
+        assert (shown["allowed_ips"], shown["metadata"]) == (["203.0.113.0/24"], {"plan": "pro"})
+        stored = store.get_key(shown["id"])
+        assert stored is not None and stored.remaining == 100
+
+    @pytest.mark.parametrize(
+        "field",
+        [
+            pytest.param({"rate_limit": "lots"}, id="rate-limit"),
+            pytest.param({"remaining": -1}, id="negative-remaining"),
+            pytest.param({"remaining": True}, id="boolean-remaining"),
+            pytest.param({"allowed_ips": ["10.0.0.1/8"]}, id="host-bits"),
+            pytest.param({"allowed_ips": "10.0.0.0/8"}, id="not-a-list"),
+            pytest.param({"metadata": [1]}, id="metadata-not-an-object"),
+            pytest.param({"metadata": {"x": "y" * 5000}}, id="metadata-too-large"),
+        ],
+    )
+    def test_if_a_policy_is_malformed_then_400_and_nothing_is_made(
+        self, layer: ManagementApi, store: MemoryKeyStore, team: Team, field: dict[str, Any]
+    ) -> None:
+        before = snapshot(store)
+        body = {"name": "Bad", "scopes": ["read:bookings"], **field}
+        response = call(layer, KEYS, "POST", body)
+        assert_refused(response, 400, "invalid_request")
+        assert snapshot(store) == before
+        patched = call(layer, KEY, "PATCH", field, key_id=team.own_key_id)
+        assert_refused(patched, 400, "invalid_request")
+
+    def test_if_a_key_is_patched_then_it_is_disabled_refilled_and_enabled(
+        self, layer: ManagementApi, team: Team, store: MemoryKeyStore
+    ) -> None:
+        body = {"disabled": True, "remaining": 5, "metadata": None}
+        response = call(layer, KEY, "PATCH", body, key_id=team.own_key_id)
+        assert response.status == 200, response.body
+        shown = response.json()["api_key"]
+        assert shown["status"] == "disabled" and shown["remaining"] == 5
+        enabled = call(layer, KEY, "PATCH", {"disabled": False}, key_id=team.own_key_id)
+        assert enabled.json()["api_key"]["status"] == "active"
+        assert call(layer, KEY, "PATCH", {}, key_id=team.own_key_id).status == 400

@@ -18,6 +18,7 @@ from skaala_auth import (
     InvalidKeyError,
     KeyManager,
     SQLiteKeyStore,
+    display_prefix,
     generate_key,
 )
 from skaala_auth.stores import sqlite as sqlite_module
@@ -50,25 +51,47 @@ class TestSchema:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         path = tmp_path / "k.db"
+        key = generate_key()
+        record = ApiKey(
+            id="key_old",
+            team_id="t",
+            user_id="u",
+            name="",
+            scopes=frozenset({"read:calls"}),
+            prefix=display_prefix(key),
+            created_at=datetime(2024, 1, 1, tzinfo=UTC),
+            expires_at=datetime(2124, 1, 1, tzinfo=UTC),
+        )
         with monkeypatch.context() as patch:  # a file written by the release before migration 2
             patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:1])
             patch.setattr(sqlite_module, "_PRUNE_SQL", "SELECT max(seq) FROM changes WHERE at < ?")
             old = SQLiteKeyStore(path)
-            manager = KeyManager(old)
-            manager.add_member(team_id="t", user_id="u")
-            key, record = manager.create_key(team_id="t", user_id="u", scopes=["read:calls"])
+            KeyManager(old).add_member(team_id="t", user_id="u")
+            with old._write() as conn:  # that release's row: twelve columns
+                conn.execute(
+                    "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    sqlite_module._key_row(record, Hasher().stored_digest(key))[:12],
+                )
+                old._log_change(conn, Change("key", key_id=record.id))
             assert old.schema_version == 1
             old.close()
         assert "changes_at" not in _indexes(path, "changes")
 
         store = SQLiteKeyStore(path)
-        assert store.schema_version == len(sqlite_module.MIGRATIONS) == 2
+        assert store.schema_version == len(sqlite_module.MIGRATIONS) == 3
         assert "changes_at" in _indexes(path, "changes")
-        assert KeyManager(store).find_key(key) == record
+        assert KeyManager(store).find_key(key) == record  # no policy: every new column NULL
         logged = store._reader.execute("SELECT kind, key_id FROM changes").fetchall()
         assert logged == [("member", None), ("key", record.id)]
         with Authenticator(store) as auth:
             assert auth.verify(key).key_id == record.id
+        # The upgraded file keeps policies.
+        manager = KeyManager(store)
+        manager.disable_key(record.id)
+        manager.update_key(record.id, rate_limit="5/minute", metadata={"plan": "pro"})
+        reread = SQLiteKeyStore(path).get_key(record.id)
+        assert reread is not None and reread.status(datetime.now(UTC)) == "disabled"
+        assert str(reread.rate_limit) == "5/60s" and dict(reread.metadata) == {"plan": "pro"}
         store.close()
 
 

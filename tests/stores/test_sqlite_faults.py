@@ -281,6 +281,12 @@ _ROWS = st.tuples(
             st.one_of(st.none(), st.integers(1_700_000_000_000_000, 1_900_000_000_000_000)),
             st.one_of(st.none(), st.integers(1_700_000_000_000_000, 1_900_000_000_000_000)),
             st.one_of(st.none(), st.just("key_0")),
+            # the policy columns: mostly none, as most keys have
+            st.one_of(st.none(), st.integers(1_700_000_000_000_000, 1_900_000_000_000_000)),
+            st.one_of(st.none(), st.sampled_from(["5/60s", "5/minute", "five"])),
+            st.one_of(st.none(), st.integers(-1, 3)),
+            st.one_of(st.none(), st.sampled_from(["10.0.0.0/8", "10.0.0.0/8 ::1", "10.0.0.1/8"])),
+            st.one_of(st.none(), st.sampled_from(['{"a":1}', "[1]", "{", ""])),
         )
     )
 )
@@ -295,7 +301,8 @@ def _hand_made(path: Path, **overrides: object) -> SQLiteKeyStore:
         """
         ALTER TABLE api_keys RENAME TO old_keys;
         CREATE TABLE api_keys (id, digest UNIQUE, team_id, user_id, name, scopes, prefix,
-                               created_at, expires_at, revoked_at, last_used_at, rotated_from);
+                               created_at, expires_at, revoked_at, last_used_at, rotated_from,
+                               disabled_at, rate_limit, remaining, allowed_ips, metadata);
         DROP TABLE old_keys;
         """
     )
@@ -338,6 +345,13 @@ class TestOddRows:
             pytest.param({"name": b"bytes"}, id="blob-name"),
             pytest.param({"revoked_at": "yesterday"}, id="text-revocation"),
             pytest.param({"rotated_from": 7}, id="number-rotated-from"),
+            pytest.param({"disabled_at": "today"}, id="text-disabled"),
+            pytest.param({"rate_limit": "lots"}, id="junk-rate-limit"),
+            pytest.param({"remaining": -1}, id="negative-remaining"),
+            pytest.param({"remaining": "3"}, id="text-remaining"),
+            pytest.param({"allowed_ips": "10.0.0.0/33"}, id="junk-network"),
+            pytest.param({"metadata": "[1, 2]"}, id="metadata-not-an-object"),
+            pytest.param({"metadata": 5}, id="number-metadata"),
         ],
     )
     def test_if_a_row_cannot_be_a_key_then_a_clear_error_naming_the_id(

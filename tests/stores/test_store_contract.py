@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from skaala_auth import ApiKey, Member, MemoryKeyStore, Role
-from skaala_auth.stores.base import Change, DigestSource, KeyStore
+from skaala_auth import ApiKey, Member, MemoryKeyStore, RateLimit, Role
+from skaala_auth.models import freeze_metadata
+from skaala_auth.stores.base import Change, DigestSource, KeyStore, PolicyStore
 
 T0 = datetime(2027, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -256,3 +257,81 @@ class TestThreads:
 
 def test_if_memory_store_then_repr_counts() -> None:
     assert repr(MemoryKeyStore()) == "MemoryKeyStore(keys=0, members=0)"
+
+
+class TestPolicies:
+    """Keys' policies (:class:`~skaala_auth.stores.base.PolicyStore`) in every store."""
+
+    def policied(self) -> ApiKey:
+        return dataclasses.replace(
+            key(),
+            disabled_at=T0 + timedelta(hours=1),
+            rate_limit=RateLimit(5, 60),
+            remaining=3,
+            allowed_ips=("203.0.113.0/24", "2001:db8::/32"),
+            metadata=freeze_metadata({"plan": "pro", "seats": [1, 2], "nested": {"a": None}}),
+        )
+
+    def test_if_a_key_with_policies_is_inserted_then_every_field_reads_back(
+        self, store: KeyStore
+    ) -> None:
+        store.insert_key(self.policied(), "d1")
+        assert store.get_key("key_1") == self.policied()
+        record = store.find_key("d1")
+        assert record is not None and record.key == self.policied()
+        assert store.list_keys("team_1") == [self.policied()]
+
+    def test_if_policies_are_set_then_they_read_back_and_caches_hear_of_it(
+        self, store: KeyStore, changes: list[Change]
+    ) -> None:
+        assert isinstance(store, PolicyStore)
+        store.insert_key(key(), "d1")
+        changes.clear()
+        updated = store.set_policy(
+            "key_1", {"disabled_at": T0, "metadata": freeze_metadata({"a": 1})}
+        )
+        assert (
+            updated is not None and updated.disabled_at == T0 and dict(updated.metadata) == {"a": 1}
+        )
+        assert changes == [Change("key", key_id="key_1")]
+        cleared = store.set_policy(
+            "key_1", {"disabled_at": None, "metadata": freeze_metadata(None)}
+        )
+        assert cleared == key()
+        assert store.set_policy("key_missing", {"remaining": 1}) is None
+        with pytest.raises(ValueError):
+            store.set_policy("key_1", {"scopes": frozenset()})
+
+    def test_if_a_key_is_used_then_its_uses_run_out_and_a_refill_brings_them_back(
+        self, store: KeyStore
+    ) -> None:
+        assert isinstance(store, PolicyStore)
+        store.insert_key(dataclasses.replace(key(), remaining=2), "d1")
+        assert [store.use_key("key_1") for _ in range(3)] == [True, True, False]
+        assert store.get_key("key_1").remaining == 0  # type: ignore[union-attr]
+        store.set_policy("key_1", {"remaining": 1})
+        assert [store.use_key("key_1") for _ in range(2)] == [True, False]
+        store.set_policy("key_1", {"remaining": None})  # no limit any more
+        assert store.use_key("key_1") is True
+        assert store.use_key("key_missing") is False
+
+    def test_if_threads_use_a_key_at_once_then_exactly_its_uses_are_granted(
+        self, store: KeyStore
+    ) -> None:
+        assert isinstance(store, PolicyStore)
+        store.insert_key(dataclasses.replace(key(), remaining=25), "d1")
+        granted: list[bool] = []
+        lock = threading.Lock()
+
+        def use() -> None:
+            for _ in range(10):
+                used = store.use_key("key_1")  # type: ignore[attr-defined]
+                with lock:
+                    granted.append(used)
+
+        threads = [threading.Thread(target=use) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert granted.count(True) == 25 and len(granted) == 60
