@@ -66,6 +66,18 @@ def postgres_dsn() -> str:
     return POSTGRES_DSN
 
 
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A schema of this test's own (the store creates it), dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"skaala_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 #: The Redis server the tests that need one use (see DESIGN.md, "Services in tests").
 REDIS_URL = os.environ.get("SKAALA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
