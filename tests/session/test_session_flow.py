@@ -625,3 +625,93 @@ def test_garbage_cookies_are_refused_never_raised(value: str, name: str, method:
 _GARBAGE_AUTH = Authenticator(
     MemoryKeyStore(), session_verifier=SessionKit(project_id="test-project").verifier()
 )
+
+
+class TestEdges:
+    def test_the_steps_never_show_the_token(self, decide: Driven, kit: SessionKit) -> None:
+        from skaala_auth.rules import Requirement
+        from skaala_auth.sessionflow import FetchKeys, Membership, SessionClaims
+
+        token = kit.mint("owner_1")
+        carried = decide.auth.session_verifier.find({"cookie": f"stack-access-token={token}"})  # type: ignore[union-attr]
+        assert carried is not None
+        step = FetchKeys(carried, [], "GET", Requirement())
+        member = Membership("team_1", SessionClaims("owner_1", NOW + 60), Requirement(), 0)
+        for text in (repr(step), repr(member), repr(carried)):
+            assert token not in text and token[-20:] not in text
+        assert repr(member) == "Membership('team_1', 'owner_1')"
+
+    def test_werkzeug_headers_are_read_with_every_value(
+        self, decide: Driven, kit: SessionKit
+    ) -> None:
+        from werkzeug.datastructures import Headers
+
+        headers = Headers()
+        headers.add("Cookie", f"stack-access-token={kit.mint('owner_1')}")
+        headers.add("Origin", "http://testserver")
+        headers.add("Origin", "https://evil.example")
+        headers.add("Host", "testserver")
+        facts = RequestFacts("POST", "/t", headers, None, {"team_id": "team_1"})
+        refused = decide.auth.decide(facts, MANAGE)
+        assert isinstance(refused, AuthError) and refused.reason is Reason.ORIGIN
+        headers.remove("Origin")
+        headers.add("Origin", "http://testserver")
+        assert isinstance(decide.auth.decide(facts, MANAGE), Principal)
+
+    def test_full_caches_start_again(self, make: Any, team: KeyManager, kit: SessionKit) -> None:
+        decide = make(cache_size=2)
+        for user in ("owner_1", "admin_1", "member_1", "owner_1"):
+            assert isinstance(decide("GET", "/t", cookie(kit, user), READ), Principal)
+        sessions = decide.auth._flow.sessions
+        assert len(sessions._tokens) <= 2 and len(sessions._members) <= 2
+
+    def test_no_team_with_roles_or_a_misnamed_team_is_refused(
+        self, make: Any, team: KeyManager, kit: SessionKit
+    ) -> None:
+        events: list[AuditEvent] = []
+        decide = make(audit=events.append)
+        headers = cookie(kit, "owner_1")
+        refused = decide("GET", "/me", headers, MANAGE, None)
+        assert isinstance(refused, AuthError) and refused.reason is Reason.NOT_A_MEMBER
+        found = decide("GET", "/me", headers, Endpoint(), None)
+        assert isinstance(found, Principal) and found.team_id == ""
+        assert events[-1].outcome == "success" and events[-1].method == "session"
+        # a path parameter that looks like a team but is not the endpoint's: refused, logged
+        facts = RequestFacts("GET", "/t", list(headers.items()), None, {"teamid": "team_1"})
+        refused = decide.auth.decide(facts, READ)
+        assert isinstance(refused, AuthError) and refused.reason is Reason.NOT_A_MEMBER
+
+    def test_a_change_of_everything_forgets_every_role(
+        self, decide: Driven, kit: SessionKit, team: KeyManager
+    ) -> None:
+        from skaala_auth.stores.base import Change
+
+        assert isinstance(decide("GET", "/t", cookie(kit, "admin_1"), MANAGE), Principal)
+        sessions = decide.auth._flow.sessions
+        assert sessions is not None and len(sessions._members) == 1
+        decide.auth._on_change(Change("key", key_id="key_x"))  # a key's change: roles stay
+        assert len(sessions._members) == 1
+        decide.auth._on_change(Change("all"))
+        assert len(sessions._members) == 0
+
+    def test_a_reopened_authenticator_forgets_tokens_and_roles(
+        self, decide: Driven, kit: SessionKit, store: MemoryKeyStore
+    ) -> None:
+        headers = cookie(kit, "admin_1")
+        assert isinstance(decide("GET", "/t", headers, MANAGE), Principal)
+        decide.auth.close()
+        store.remove_member("team_1", "admin_1")
+        decide.auth.open()
+        assert isinstance(decide("GET", "/t", headers, MANAGE), AuthError)
+
+    def test_a_stale_cookie_with_keys_from_a_url_goes_on_anonymous_where_nothing_is_needed(
+        self, make: Any, kit: SessionKit, team: KeyManager, jwks_server: Any
+    ) -> None:
+        from skaala_auth.session import StackAuthVerifier
+
+        verifier = StackAuthVerifier(project_id="test-project", jwks_url=jwks_server.url)
+        decide = make(session_verifier=verifier)
+        stale = cookie(kit, "owner_1", expires_in=-60)
+        assert decide("GET", "/t", stale, None, None) is None  # after the JWKS fetch
+        refused = decide("GET", "/t", stale, READ)
+        assert isinstance(refused, AuthError) and refused.reason is Reason.EXPIRED
