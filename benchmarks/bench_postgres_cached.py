@@ -49,7 +49,9 @@ def main() -> None:
         for name, store in (("postgres", postgres), ("memory", memory)):
             manager = KeyManager(store)
             manager.add_member(team_id="team_1", user_id="user_1", role="owner")
-            key, _ = manager.create_key(team_id="team_1", user_id="user_1", scopes=["read:bookings"])
+            key, _ = manager.create_key(
+                team_id="team_1", user_id="user_1", scopes=["read:bookings"]
+            )
             auth = Authenticator(store, last_used_interval=3600)
             auth.verify(key)
             settled(auth)
